@@ -1,0 +1,40 @@
+# Everything runs inside .venv; torch is pinned and installed first so no CUDA build is ever pulled.
+PY       ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+TORCH    ?= torch==2.13.0
+CONFIG   ?= configs/ml-100k.toml
+STAMP    := $(VENV)/.metarec-installed
+
+.PHONY: setup demo test test-fast bench lint fetch clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+fetch: setup
+	$(BIN)/metarec data fetch ml-100k
+
+demo: fetch
+	$(BIN)/metarec evaluate --config $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/bench_evaluate.py
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

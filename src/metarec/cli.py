@@ -1,0 +1,127 @@
+"""`metarec` command line: data, evaluate (later: embed, train, serve, recommend)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from metarec.errors import MetarecError
+
+app = typer.Typer(help="LLM-understood, meta-learned recommendations.", no_args_is_help=True)
+data_app = typer.Typer(help="Fetch and inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+def _dataset_cfg(
+    name: str, path: str | None, meta: str | None, columns: list[str] | None, items: str | None, users: str | None
+) -> dict:
+    if name in ("ml-100k", "ml-1m", "ml-20m"):
+        return {"source": "movielens", "variant": name, "path": path}
+    if name == "amazon":
+        if not path:
+            raise MetarecError("amazon needs --path to a reviews .json(.gz) file (McAuley format)")
+        return {"source": "amazon", "path": path, "meta_path": meta}
+    if name in ("csv", "parquet"):
+        if not path:
+            raise MetarecError(f"{name} needs --path to the interactions file")
+        mapping = {}
+        for c in columns or []:
+            if "=" not in c:
+                raise MetarecError(f"--column takes ours=theirs (e.g. user=uid), got {c!r}")
+            k, v = c.split("=", 1)
+            mapping[k.strip()] = v.strip()
+        return {"source": name, "interactions": path, "items": items, "users": users, "columns": mapping}
+    if name == "synthetic":
+        return {"source": "synthetic"}
+    raise MetarecError(f"unknown dataset {name!r}: use ml-100k, ml-1m, ml-20m, amazon, csv, parquet or synthetic")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="ml-100k | ml-1m | ml-20m")] = "ml-100k",
+    path: Annotated[str | None, typer.Option(help="local folder or .zip instead of downloading")] = None,
+    force: Annotated[bool, typer.Option(help="discard the cached copy first")] = False,
+) -> None:
+    """Download a MovieLens variant into $METAREC_HOME and verify it."""
+    from metarec.data.sources import movielens
+
+    try:
+        dest = movielens.fetch(name, path=path, force=force)
+        ds = movielens.load(name)
+    except MetarecError as exc:
+        _fail(exc)
+    console.print(f"{name}: {len(ds.interactions):,} ratings, {ds.n_users:,} users, {ds.n_items:,} items in {dest}")
+    if "kg" in ds.extras:
+        console.print(f"knowledge graph: {len(ds.extras['kg']):,} triples, {len(ds.extras['kg_link']):,} linked items")
+
+
+@data_app.command("info")
+def data_info(
+    name: Annotated[str, typer.Argument(help="ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")],
+    path: Annotated[str | None, typer.Option(help="data file / folder")] = None,
+    meta: Annotated[str | None, typer.Option(help="amazon metadata file")] = None,
+    items: Annotated[str | None, typer.Option(help="csv/parquet: items file")] = None,
+    users: Annotated[str | None, typer.Option(help="csv/parquet: users file")] = None,
+    column: Annotated[list[str] | None, typer.Option(help="csv/parquet column map, ours=theirs")] = None,
+) -> None:
+    """Load a dataset and print its size, fields and fingerprint."""
+    from metarec.data.sources import load_dataset
+
+    try:
+        ds = load_dataset({k: v for k, v in _dataset_cfg(name, path, meta, column, items, users).items() if v})
+    except MetarecError as exc:
+        _fail(exc)
+    console.print_json(json.dumps(ds.summary(), default=str))
+
+
+@app.command("evaluate")
+def evaluate(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML, e.g. configs/ml-100k.toml")],
+    runs_dir: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
+    folds: Annotated[
+        str | None, typer.Option(help="comma-separated fold indices to run (quick look), default all")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Run every configured model on the same splits; print tables and write runs/<name>-<time>/."""
+    from metarec.config import load_config
+    from metarec.eval.experiment import run_experiment
+    from metarec.eval.report import print_tables, write_run
+
+    try:
+        cfg = load_config(config)
+        if folds:
+            try:
+                chosen = [int(f) for f in folds.split(",")]
+            except ValueError:
+                raise MetarecError(f"--folds takes comma-separated integers, got {folds!r}") from None
+            for proto, params in cfg["protocols"].items():
+                if proto.startswith("cold"):
+                    params["folds"] = chosen
+        result = run_experiment(cfg, progress=not quiet)
+    except MetarecError as exc:
+        _fail(exc)
+    print_tables(result, console)
+    out = write_run(result, runs_dir, config)
+    console.print(f"run written to [bold]{out}[/] (peak memory {result.peak_memory_mb:.0f} MiB)")
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("METAREC_LOG", "WARNING"))
+    app()
+
+
+if __name__ == "__main__":
+    main()

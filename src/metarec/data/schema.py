@@ -1,0 +1,193 @@
+"""The one in-memory shape every source produces and every later layer consumes.
+
+External ids (what users of the catalogue know: "196", "B000068NW5") are mapped to dense
+ints once, here; everything downstream works on dense ints and maps back only for display.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from metarec.errors import DataError
+
+USER, ITEM, RATING, TIME = "user", "item", "rating", "timestamp"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Interactions over a fixed catalogue of users and items.
+
+    `interactions` has dense int columns `user`, `item` and optional `rating`, `timestamp`.
+    `items` / `users` are indexed by dense id and carry the external id in `item_id` / `user_id`
+    plus any text or profile fields. A split never changes the id maps, so a model trained on one
+    part of a dataset scores any other part with the same indices.
+    """
+
+    name: str
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_frames(
+        cls,
+        name: str,
+        interactions: pd.DataFrame,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        extras: dict[str, Any] | None = None,
+        source: str = "interactions",
+    ) -> Dataset:
+        """Build from frames keyed by external ids (`user_id`, `item_id`).
+
+        Items or users absent from their tables but present in interactions are an error, not a
+        silent addition: it nearly always means the wrong file or the wrong column was given.
+        """
+        for col in ("user_id", "item_id"):
+            if col not in interactions.columns:
+                raise DataError(
+                    f"{source}: missing column '{col}' (have {list(interactions.columns)}); "
+                    "map your columns with the loader's column options"
+                )
+        inter = interactions.copy()
+        inter["user_id"] = inter["user_id"].astype(str)
+        inter["item_id"] = inter["item_id"].astype(str)
+        if inter[["user_id", "item_id"]].isna().any().any():
+            raise DataError(f"{source}: empty user or item ids in interactions")
+
+        if items is None:
+            items = pd.DataFrame({"item_id": pd.unique(inter["item_id"])})
+        else:
+            items = items.copy()
+            items["item_id"] = items["item_id"].astype(str)
+            dup = items["item_id"].duplicated()
+            if dup.any():
+                raise DataError(f"items: duplicate item ids, e.g. {items['item_id'][dup].iloc[0]!r}")
+            unknown = ~inter["item_id"].isin(items["item_id"])
+            if unknown.any():
+                raise DataError(
+                    f"{source}: {int(unknown.sum())} interactions name items not in the item table, "
+                    f"e.g. item {inter['item_id'][unknown].iloc[0]!r}; add them to the items file "
+                    "or drop those rows"
+                )
+        if users is None:
+            users = pd.DataFrame({"user_id": pd.unique(inter["user_id"])})
+        else:
+            users = users.copy()
+            users["user_id"] = users["user_id"].astype(str)
+            dup = users["user_id"].duplicated()
+            if dup.any():
+                raise DataError(f"users: duplicate user ids, e.g. {users['user_id'][dup].iloc[0]!r}")
+            unknown = ~inter["user_id"].isin(users["user_id"])
+            if unknown.any():
+                raise DataError(
+                    f"{source}: {int(unknown.sum())} interactions name users not in the user table, "
+                    f"e.g. user {inter['user_id'][unknown].iloc[0]!r}"
+                )
+        items = items.reset_index(drop=True)
+        users = users.reset_index(drop=True)
+        item_index = pd.Index(items["item_id"])
+        user_index = pd.Index(users["user_id"])
+        out = pd.DataFrame(
+            {
+                USER: user_index.get_indexer(inter["user_id"]).astype(np.int32),
+                ITEM: item_index.get_indexer(inter["item_id"]).astype(np.int32),
+            }
+        )
+        if RATING in inter.columns:
+            out[RATING] = pd.to_numeric(inter[RATING], errors="raise").astype(np.float32)
+        if TIME in inter.columns:
+            out[TIME] = pd.to_numeric(inter[TIME], errors="raise").astype(np.int64)
+        for col in inter.columns:  # keep extra columns (review text, predefined split, ...)
+            if col not in out.columns and col not in ("user_id", "item_id"):
+                out[col] = inter[col].to_numpy()
+        return cls(name, out.reset_index(drop=True), items, users, dict(extras or {}))
+
+    def with_interactions(self, interactions: pd.DataFrame, name: str | None = None) -> Dataset:
+        """Same catalogue and id maps, other interactions (a split, a cleaned copy)."""
+        return replace(self, interactions=interactions.reset_index(drop=True), name=name or self.name)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def has_ratings(self) -> bool:
+        return RATING in self.interactions.columns
+
+    @property
+    def has_timestamps(self) -> bool:
+        return TIME in self.interactions.columns
+
+    def matrix(self, users: np.ndarray | None = None, binary: bool = True) -> sp.csr_matrix:
+        """User x item CSR matrix (rows = all users, or `users` in that order)."""
+        df = self.interactions
+        data = (
+            np.ones(len(df), dtype=np.float32)
+            if binary or not self.has_ratings
+            else df[RATING].to_numpy(np.float32)
+        )
+        m = sp.csr_matrix(
+            (data, (df[USER].to_numpy(), df[ITEM].to_numpy())), shape=(self.n_users, self.n_items)
+        )
+        m.sum_duplicates()
+        if binary:
+            m.data[:] = 1.0
+        return m if users is None else m[users]
+
+    def user_ids(self, dense: Iterable[int]) -> list[str]:
+        return self.users["user_id"].to_numpy()[np.asarray(list(dense), dtype=np.int64)].tolist()
+
+    def item_ids(self, dense: Iterable[int]) -> list[str]:
+        return self.items["item_id"].to_numpy()[np.asarray(list(dense), dtype=np.int64)].tolist()
+
+    def user_index(self, external: str) -> int:
+        hits = np.flatnonzero(self.users["user_id"].to_numpy() == str(external))
+        if len(hits) == 0:
+            raise KeyError(f"unknown user id {external!r} in dataset {self.name}")
+        return int(hits[0])
+
+    def fingerprint(self) -> str:
+        """Content hash of interactions + catalogue ids: ties artefacts and results to their data."""
+        h = hashlib.sha256()
+        cols = [c for c in (USER, ITEM, RATING, TIME) if c in self.interactions.columns]
+        h.update(pd.util.hash_pandas_object(self.interactions[cols], index=False).to_numpy().tobytes())
+        h.update(pd.util.hash_pandas_object(self.items["item_id"], index=False).to_numpy().tobytes())
+        h.update(pd.util.hash_pandas_object(self.users["user_id"], index=False).to_numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.interactions)
+        out: dict[str, Any] = {
+            "name": self.name,
+            "interactions": n,
+            "users": self.n_users,
+            "items": self.n_items,
+            "active_users": int(self.interactions[USER].nunique()),
+            "active_items": int(self.interactions[ITEM].nunique()),
+            "density": n / max(1, self.n_users * self.n_items),
+            "item_fields": [c for c in self.items.columns if c != "item_id"],
+            "user_fields": [c for c in self.users.columns if c != "user_id"],
+            "has_ratings": self.has_ratings,
+            "has_timestamps": self.has_timestamps,
+            "fingerprint": self.fingerprint(),
+        }
+        if self.has_ratings:
+            out["rating_mean"] = float(self.interactions[RATING].mean())
+        for k, v in self.extras.items():
+            out[f"extra:{k}"] = len(v) if hasattr(v, "__len__") else str(v)
+        return out

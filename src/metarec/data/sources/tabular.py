@@ -1,0 +1,89 @@
+"""Generic CSV / Parquet files with column mapping, for any catalogue.
+
+`columns` maps our names to the file's: {"user": "uid", "item": "sku", "rating": "stars",
+"timestamp": "ts", "split": "fold"}. A `split` column carries a predefined train/valid/test split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from metarec.data.schema import Dataset
+from metarec.errors import DataError
+
+SPLIT_VALUES = {"train", "valid", "test"}
+
+
+def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        if path.suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep=sep or ("\t" if path.suffix in (".tsv", ".tab") else ","), dtype=str,
+                           keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as a table ({exc})") from None
+
+
+def _rename(df: pd.DataFrame, mapping: dict[str, str], required: list[str], path: str) -> pd.DataFrame:
+    missing = [mapping[k] for k in required if mapping[k] not in df.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {missing}; the file has {list(df.columns)}. "
+            "Set the column mapping (e.g. columns = {user = 'uid', item = 'sku'}) in the config or CLI"
+        )
+    return df.rename(columns={v: k for k, v in mapping.items() if v in df.columns})
+
+
+def load(
+    interactions: str | Path,
+    items: str | Path | None = None,
+    users: str | Path | None = None,
+    columns: dict[str, str] | None = None,
+    item_id_column: str | None = None,
+    user_id_column: str | None = None,
+    name: str | None = None,
+    sep: str | None = None,
+) -> Dataset:
+    cols = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp", "split": "split"}
+    cols.update(columns or {})
+    inter = read_table(interactions, sep)
+    inter = _rename(inter, cols, ["user", "item"], str(interactions))
+    inter = inter.rename(columns={"user": "user_id", "item": "item_id"})
+    for col in ("rating", "timestamp"):
+        if col in inter.columns:
+            num = pd.to_numeric(inter[col], errors="coerce")
+            bad = num.isna() & inter[col].astype(str).ne("")
+            if bad.any():
+                line = int(bad.to_numpy().argmax()) + 2  # 1-based + header
+                raise DataError(
+                    f"{interactions}: line {line}, column '{cols[col]}' is not a number: {inter[col][bad].iloc[0]!r}"
+                )
+            inter[col] = num
+    if "split" in inter.columns:
+        inter["split"] = inter["split"].astype(str).str.lower()
+        bad = ~inter["split"].isin(SPLIT_VALUES)
+        if bad.any():
+            raise DataError(
+                f"{interactions}: column '{cols['split']}' must hold train / valid / test, "
+                f"found {inter['split'][bad].iloc[0]!r}"
+            )
+    if (inter["user_id"].astype(str) == "").any() or (inter["item_id"].astype(str) == "").any():
+        line = int(((inter["user_id"].astype(str) == "") | (inter["item_id"].astype(str) == "")).to_numpy().argmax())
+        raise DataError(f"{interactions}: line {line + 2} has an empty user or item id")
+    item_df = user_df = None
+    if items is not None:
+        item_df = read_table(items, sep)
+        key = item_id_column or cols["item"]
+        item_df = _rename(item_df, {"item_id": key}, ["item_id"], str(items)).rename(columns={key: "item_id"})
+    if users is not None:
+        user_df = read_table(users, sep)
+        key = user_id_column or cols["user"]
+        user_df = _rename(user_df, {"user_id": key}, ["user_id"], str(users)).rename(columns={key: "user_id"})
+    return Dataset.from_frames(
+        name or Path(interactions).stem, inter, item_df, user_df, source=str(interactions)
+    )

@@ -1,0 +1,222 @@
+"""Evaluation protocols as data: which interactions a model may fit on and what it is asked.
+
+A `Fold` is one training set (models fit once per fold) with the `EvalTask`s scored against it:
+for cold users one task per shot count k. All splits are seeded and vectorised (groupby ranks, not
+Python loops over users), and the invariants they promise are tested in tests/test_splits.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from metarec.data.schema import ITEM, TIME, USER, Dataset
+from metarec.errors import ConfigError
+
+PROTOCOLS = ("warm", "cold-user", "cold-item", "cold-both", "predefined")
+
+
+@dataclass
+class EvalTask:
+    """Users to rank for, what the model may know of them, and the truth to score against."""
+
+    protocol: str
+    fold: int
+    k: int | None
+    users: np.ndarray  # dense user ids, one row each in `history` / `target`
+    support: pd.DataFrame  # interactions the model may see for these users (train rows or k shots)
+    query: pd.DataFrame  # held-out interactions: the ground truth
+    n_items: int
+    candidates: np.ndarray | None = None  # restrict ranking to these items (cold-item); None = catalogue
+    cold_users: bool = False  # users unseen in training: models must fold them in from `support`
+
+    @property
+    def label(self) -> str:
+        return self.protocol if self.k is None else f"{self.protocol}@{self.k}"
+
+    def _matrix(self, df: pd.DataFrame) -> sp.csr_matrix:
+        row = pd.Index(self.users).get_indexer(df[USER].to_numpy())
+        m = sp.csr_matrix(
+            (np.ones(len(df), np.float32), (row, df[ITEM].to_numpy())), shape=(len(self.users), self.n_items)
+        )
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m
+
+    @property
+    def history(self) -> sp.csr_matrix:
+        return self._matrix(self.support)
+
+    @property
+    def target(self) -> sp.csr_matrix:
+        return self._matrix(self.query)
+
+
+@dataclass
+class Fold:
+    protocol: str
+    fold: int
+    train: Dataset
+    valid_users: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    cold_items: np.ndarray | None = None
+    tasks: list[EvalTask] = field(default_factory=list)
+
+
+def _time_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Per user, oldest first; the original row order breaks timestamp ties (stable sort)."""
+    cols = [USER, TIME] if TIME in df.columns else [USER]
+    return df.sort_values(cols, kind="stable")
+
+
+def _chunks(ids: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(ids)
+    return [np.sort(c) for c in np.array_split(perm, n_folds)]
+
+
+# -------------------------------------------------------------------------------------------- warm
+def warm(ds: Dataset, test_ratio: float = 0.2, leave_out: int | None = None, min_train: int = 1) -> Fold:
+    """Per-user temporal split: each user's latest interactions are the test set.
+
+    `leave_out=n` holds out exactly the last n per user (leave-last-out); otherwise the last
+    `test_ratio` share, at least one. Users who would keep fewer than `min_train` stay train-only.
+    """
+    df = _time_order(ds.interactions)
+    n = df.groupby(USER, sort=False)[ITEM].transform("size").to_numpy()
+    pos = df.groupby(USER, sort=False).cumcount().to_numpy()
+    n_test = np.full_like(n, leave_out) if leave_out else np.maximum(1, np.floor(n * test_ratio).astype(int))
+    n_test = np.where(n - n_test >= min_train, n_test, 0)
+    is_test = pos >= n - n_test
+    train, test = df[~is_test], df[is_test]
+    users = np.unique(test[USER].to_numpy())
+    task = EvalTask("warm", 0, None, users, train[train[USER].isin(users)], test, ds.n_items)
+    return Fold("warm", 0, ds.with_interactions(train), tasks=[task])
+
+
+# ------------------------------------------------------------------------------- cold user / item
+def _shots(df: pd.DataFrame, k: int, min_query: int, support: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """First k interactions per user (by time, or a seeded random k) vs the rest."""
+    if support == "earliest":
+        df = _time_order(df)
+    elif support == "random":
+        df = df.sample(frac=1.0, random_state=seed).sort_values(USER, kind="stable")
+    else:
+        raise ConfigError(f"support must be 'earliest' or 'random', got {support!r}")
+    n = df.groupby(USER, sort=False)[ITEM].transform("size").to_numpy()
+    df = df[n >= k + min_query]
+    pos = df.groupby(USER, sort=False).cumcount().to_numpy()
+    return df[pos < k], df[pos >= k]
+
+
+def cold_user(
+    ds: Dataset,
+    shots: list[int] = (1, 3, 5, 10, 20),  # type: ignore[assignment]
+    n_folds: int = 5,
+    valid_ratio: float = 0.1,
+    min_query: int = 1,
+    support: str = "earliest",
+    seed: int = 0,
+    folds: list[int] | None = None,
+) -> Iterator[Fold]:
+    """User-level K-fold: each fold's test users are unseen in training and known by k shots."""
+    users = np.unique(ds.interactions[USER].to_numpy())
+    chunks = _chunks(users, n_folds, seed)
+    n_valid = round(valid_ratio * len(users))
+    for f in folds if folds is not None else range(n_folds):
+        test_users = chunks[f]
+        rest = np.setdiff1d(users, test_users)
+        valid_users = np.sort(np.random.default_rng(seed + 1000 + f).choice(rest, n_valid, replace=False))
+        train_users = np.setdiff1d(rest, valid_users)
+        inter = ds.interactions
+        train = inter[inter[USER].isin(train_users)]
+        test = inter[inter[USER].isin(test_users)]
+        tasks = []
+        for k in shots:
+            sup, qry = _shots(test, k, min_query, support, seed + f)
+            tusers = np.unique(sup[USER].to_numpy())
+            tasks.append(EvalTask("cold-user", f, k, tusers, sup, qry, ds.n_items, cold_users=True))
+        yield Fold("cold-user", f, ds.with_interactions(train), valid_users, tasks=tasks)
+
+
+def cold_item(ds: Dataset, n_folds: int = 5, seed: int = 0, folds: list[int] | None = None) -> Iterator[Fold]:
+    """Item-level K-fold: a fold's cold items have no training interaction, only their text."""
+    items = np.unique(ds.interactions[ITEM].to_numpy())
+    chunks = _chunks(items, n_folds, seed)
+    inter = ds.interactions
+    for f in folds if folds is not None else range(n_folds):
+        cold = chunks[f]
+        is_cold = inter[ITEM].isin(cold).to_numpy()
+        train, test = inter[~is_cold], inter[is_cold]
+        users = np.unique(test[USER].to_numpy())
+        task = EvalTask("cold-item", f, None, users, train[train[USER].isin(users)], test, ds.n_items, cold)
+        yield Fold("cold-item", f, ds.with_interactions(train), cold_items=cold, tasks=[task])
+
+
+def cold_both(
+    ds: Dataset,
+    shots: list[int] = (1, 3, 5, 10, 20),  # type: ignore[assignment]
+    n_folds: int = 5,
+    valid_ratio: float = 0.1,
+    support: str = "earliest",
+    seed: int = 0,
+    folds: list[int] | None = None,
+) -> Iterator[Fold]:
+    """Unseen users known by k shots on warm items, asked to rank unseen (cold) items."""
+    inter = ds.interactions
+    users = np.unique(inter[USER].to_numpy())
+    items = np.unique(inter[ITEM].to_numpy())
+    u_chunks, i_chunks = _chunks(users, n_folds, seed), _chunks(items, n_folds, seed + 7)
+    n_valid = round(valid_ratio * len(users))
+    for f in folds if folds is not None else range(n_folds):
+        test_users, cold = u_chunks[f], i_chunks[f]
+        rest = np.setdiff1d(users, test_users)
+        valid_users = np.sort(np.random.default_rng(seed + 1000 + f).choice(rest, n_valid, replace=False))
+        train_users = np.setdiff1d(rest, valid_users)
+        is_cold = inter[ITEM].isin(cold).to_numpy()
+        train = inter[inter[USER].isin(train_users).to_numpy() & ~is_cold]
+        test_warm = inter[inter[USER].isin(test_users).to_numpy() & ~is_cold]
+        test_cold = inter[inter[USER].isin(test_users).to_numpy() & is_cold]
+        tasks = []
+        for k in shots:
+            sup, _ = _shots(test_warm, k, 0, support, seed + f)
+            qry = test_cold[test_cold[USER].isin(sup[USER].unique())]
+            sup = sup[sup[USER].isin(qry[USER].unique())]
+            tusers = np.unique(sup[USER].to_numpy())
+            tasks.append(EvalTask("cold-both", f, k, tusers, sup, qry, ds.n_items, cold, cold_users=True))
+        yield Fold("cold-both", f, ds.with_interactions(train), valid_users, cold, tasks)
+
+
+def predefined(ds: Dataset, column: str = "split") -> Fold:
+    """Use the split a data provider shipped (a column with train / valid / test)."""
+    if column not in ds.interactions.columns:
+        raise ConfigError(f"protocol 'predefined' needs a '{column}' column in the interactions")
+    inter = ds.interactions
+    train, test = inter[inter[column] == "train"], inter[inter[column] == "test"]
+    valid_users = np.unique(inter.loc[inter[column] == "valid", USER].to_numpy())
+    users = np.unique(test[USER].to_numpy())
+    cold = not np.isin(users, train[USER].to_numpy()).all()
+    task = EvalTask("predefined", 0, None, users, train[train[USER].isin(users)], test, ds.n_items, cold_users=cold)
+    return Fold("predefined", 0, ds.with_interactions(train), valid_users, tasks=[task])
+
+
+def make_folds(ds: Dataset, protocol: str, params: dict, seed: int) -> Iterator[Fold]:
+    """Dispatch a config's [protocols.<name>] table to its split function."""
+    params = dict(params)
+    try:
+        if protocol == "warm":
+            yield warm(ds, **params)
+        elif protocol == "cold-user":
+            yield from cold_user(ds, seed=seed, **params)
+        elif protocol == "cold-item":
+            yield from cold_item(ds, seed=seed, **params)
+        elif protocol == "cold-both":
+            yield from cold_both(ds, seed=seed, **params)
+        elif protocol == "predefined":
+            yield predefined(ds, **params)
+        else:
+            raise ConfigError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    except TypeError as exc:
+        raise ConfigError(f"protocols.{protocol}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, full-ranking evaluation, experiments and reports."""

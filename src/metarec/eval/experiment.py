@@ -1,0 +1,164 @@
+"""Run every configured model on the same splits in one go and summarise with intervals.
+
+Models are fitted once per fold and scored on all of that fold's tasks. Per-user scores of the
+K folds are concatenated, so each user of the dataset counts once per (protocol, k), and models
+are compared pairwise on identical users.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from metarec.data.schema import Dataset
+from metarec.data.sources import load_dataset
+from metarec.data.splits import make_folds
+from metarec.eval.evaluate import TaskResult, evaluate_task
+from metarec.eval.stats import mean_ci, paired_bootstrap
+from metarec.models import build_model
+from metarec.utils import seed_everything
+
+
+@dataclass
+class Cell:
+    """One (protocol, k, model) entry: per-user scores over all folds."""
+
+    protocol: str
+    k: int | None
+    model: str
+    users: list[np.ndarray] = field(default_factory=list)
+    per_user: dict[str, list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))
+    aggregate: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    skipped: str | None = None
+    eval_seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.protocol if self.k is None else f"{self.protocol}@{self.k}"
+
+    def add(self, r: TaskResult) -> None:
+        if r.skipped:
+            self.skipped = r.skipped
+            return
+        self.users.append(r.task.users + 0)
+        for key, v in r.per_user.items():
+            self.per_user[key].append(v)
+        for key, v in r.aggregate.items():
+            self.aggregate[key].append(v)
+        self.eval_seconds += r.seconds
+
+    def values(self, metric: str) -> np.ndarray:
+        return np.concatenate(self.per_user[metric]) if self.per_user.get(metric) else np.empty(0)
+
+
+@dataclass
+class ExperimentResult:
+    config: dict[str, Any]
+    dataset: dict[str, Any]
+    cells: dict[tuple[str, int | None, str], Cell]
+    timings: dict[str, float]
+    peak_memory_mb: float  # process peak RSS, covers native (implicit, BLAS) memory too
+    _summary: dict[str, Any] | None = field(default=None, repr=False)
+
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(c.label for c in self.cells.values()))
+
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(c.model for c in self.cells.values()))
+
+    def cell(self, label: str, model: str) -> Cell | None:
+        return next((c for c in self.cells.values() if c.label == label and c.model == model), None)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: mean / 95% CI / n per metric, plus paired comparisons to the reference model."""
+        if self._summary is not None:  # bootstrap is not free; every report reads the same summary
+            return self._summary
+        ev = self.config["evaluation"]
+        ref = ev.get("compare_to")
+        out: dict[str, Any] = {}
+        for cell in self.cells.values():
+            entry: dict[str, Any] = {"protocol": cell.protocol, "k": cell.k, "model": cell.model}
+            if cell.skipped:
+                entry["skipped"] = cell.skipped
+            else:
+                entry["n_users"] = int(sum(len(u) for u in cell.users))
+                entry["metrics"] = {m: mean_ci(cell.values(m)).as_dict() for m in cell.per_user}
+                entry["aggregate"] = {m: float(np.mean(v)) for m, v in cell.aggregate.items()}
+                entry["eval_seconds"] = cell.eval_seconds
+                base = self.cell(cell.label, ref) if ref else None
+                if base is not None and base is not cell and not base.skipped:
+                    main = ev["main_metric"]
+                    a, b = cell.values(main), base.values(main)
+                    if len(a) == len(b) and np.array_equal(np.concatenate(cell.users), np.concatenate(base.users)):
+                        entry["vs_" + ref] = {
+                            "metric": main,
+                            "diff": paired_bootstrap(a, b, "diff", ev["bootstrap"], seed=0).as_dict(),
+                            "ratio": paired_bootstrap(a, b, "ratio", ev["bootstrap"], seed=0).as_dict(),
+                        }
+            out.setdefault(cell.label, {})[cell.model] = entry
+        self._summary = out
+        return out
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    )
+
+
+def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress: bool = True) -> ExperimentResult:
+    timings: dict[str, float] = {}
+    seed = int(cfg["seed"])
+    seed_everything(seed)
+    t0 = time.perf_counter()
+    ds = dataset if dataset is not None else load_dataset(cfg["dataset"])
+    timings["load_data"] = time.perf_counter() - t0
+    ev = cfg["evaluation"]
+    ks = list(ev["ks"])
+    metric_names = tuple(ev["metrics"])
+    cells: dict[tuple[str, int | None, str], Cell] = {}
+    models_cfg = cfg["models"]
+    with _progress() as bar:
+        task_id = bar.add_task("evaluating", total=None, visible=progress)
+        for protocol, params in cfg["protocols"].items():
+            t_split = time.perf_counter()
+            folds = list(make_folds(ds, protocol, params, seed))
+            timings[f"split:{protocol}"] = time.perf_counter() - t_split
+            bar.update(task_id, total=(bar.tasks[0].total or 0) + len(folds) * len(models_cfg))
+            for fold in folds:
+                pop = np.bincount(fold.train.interactions["item"].to_numpy(), minlength=ds.n_items)
+                n_train_users = int(fold.train.interactions["user"].nunique())
+                for display, mcfg in models_cfg.items():
+                    mcfg = dict(mcfg)
+                    kind = mcfg.pop("type", display)
+                    if cfg.get("num_threads") and kind in ("itemknn", "als", "bpr"):
+                        mcfg.setdefault("num_threads", cfg["num_threads"])
+                    bar.update(task_id, description=f"{protocol} fold {fold.fold}: {display}")
+                    model = build_model(kind, mcfg, seed=seed + fold.fold)
+                    model.display_name = display  # type: ignore[attr-defined]
+                    t_fit = time.perf_counter()
+                    model.fit(fold.train)
+                    key = f"fit:{protocol}:{display}"
+                    timings[key] = timings.get(key, 0.0) + time.perf_counter() - t_fit
+                    for task in fold.tasks:
+                        r = evaluate_task(
+                            model, task, ks, metric_names, pop, n_train_users, int(ev["chunk_elements"])
+                        )
+                        cell = cells.setdefault((protocol, task.k, display), Cell(protocol, task.k, display))
+                        cell.add(r)
+                        key = f"eval:{protocol}:{display}"
+                        timings[key] = timings.get(key, 0.0) + r.seconds
+                    bar.advance(task_id)
+    timings["total"] = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return ExperimentResult(cfg, ds.summary(), cells, timings, peak_mb)

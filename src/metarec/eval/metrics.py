@@ -1,0 +1,81 @@
+"""Per-user metrics from top-K lists and relevance masks, vectorised over a chunk of users.
+
+Definitions follow ranx / trec_eval with binary relevance (cross-checked in tests): AP@K divides
+by the user's total number of relevant items; NDCG uses gain 1 / log2(rank + 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RANKING = ("precision", "recall", "f1", "ndcg", "hr", "mrr", "map")
+
+
+def topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores per row, best first (argpartition, then sort k)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def ranking_metrics(hits: np.ndarray, n_rel: np.ndarray, ks: list[int]) -> dict[str, np.ndarray]:
+    """hits[u, j]: the item at rank j is relevant for u; n_rel[u]: u's number of relevant items."""
+    hits = hits.astype(np.float64)
+    n_rel = n_rel.astype(np.float64)
+    ranks = np.arange(1, hits.shape[1] + 1, dtype=np.float64)
+    discounts = 1.0 / np.log2(ranks + 1.0)
+    cum_hits = np.cumsum(hits, axis=1)
+    safe_rel = np.maximum(n_rel, 1.0)
+    first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1.0, np.inf)
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        kk = min(k, hits.shape[1])
+        h = cum_hits[:, kk - 1] if kk > 0 else np.zeros(len(hits))
+        p = h / k
+        r = h / safe_rel
+        out[f"precision@{k}"] = p
+        out[f"recall@{k}"] = r
+        out[f"f1@{k}"] = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)
+        out[f"hr@{k}"] = (h > 0).astype(np.float64)
+        out[f"mrr@{k}"] = np.where(first <= kk, 1.0 / first, 0.0)
+        dcg = (hits[:, :kk] * discounts[:kk]).sum(axis=1)
+        out[f"ndcg@{k}"] = dcg / np.maximum(ideal[np.minimum(n_rel, kk).astype(int)], 1e-12)
+        prec_at_hits = hits[:, :kk] * cum_hits[:, :kk] / ranks[:kk]
+        out[f"map@{k}"] = prec_at_hits.sum(axis=1) / safe_rel
+    return out
+
+
+def auc(scores: np.ndarray, relevant: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-user ROC AUC over the valid (unseen, candidate) items: P(score(pos) > score(neg))."""
+    s = np.where(valid, scores, -np.inf)
+    order = np.argsort(-s, axis=1, kind="stable")
+    rel_sorted = np.take_along_axis(relevant & valid, order, axis=1)
+    n_pos = rel_sorted.sum(axis=1)
+    n_neg = valid.sum(axis=1) - n_pos
+    # negatives ranked above each positive = rank - positives above it
+    neg_above = np.cumsum(~rel_sorted, axis=1)
+    wrong = (neg_above * rel_sorted).sum(axis=1)
+    # invalid items sort last, so they never count as negatives above a positive
+    denom = n_pos * n_neg
+    return np.divide(denom - wrong, denom, out=np.full(len(s), np.nan), where=denom > 0)
+
+
+def mae(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(pred, np.float64) - np.asarray(true, np.float64))))
+
+
+def rmse(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(true, np.float64)) ** 2)))
+
+
+def coverage(recommended_counts: np.ndarray, n_candidates: int) -> float:
+    """Share of the candidate catalogue that appears in at least one top-K list."""
+    return float((recommended_counts > 0).sum() / max(1, n_candidates))
+
+
+def novelty(top: np.ndarray, item_popularity: np.ndarray, n_users: int) -> np.ndarray:
+    """Mean self-information -log2 p(i) of recommended items, p from training users (add-one)."""
+    p = (item_popularity[top] + 1.0) / (n_users + 1.0)
+    return (-np.log2(p)).mean(axis=1)

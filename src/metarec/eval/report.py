@@ -1,0 +1,186 @@
+"""Reports of an experiment: terminal table, results.json, results.md and a plot, in a run folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from metarec.eval.experiment import ExperimentResult  # noqa: E402
+from metarec.utils import versions  # noqa: E402
+
+
+def _fmt(entry: dict[str, Any] | None, metric: str) -> str:
+    if entry is None:
+        return ""
+    if "skipped" in entry:
+        return "n/a"
+    m = entry["metrics"].get(metric) or {}
+    if not m:
+        return ""
+    return f"{m['mean']:.4f} ± {(m['high'] - m['low']) / 2:.4f}"
+
+
+def label_table(summary: dict[str, Any], metric: str) -> list[list[str]]:
+    """Transposed view for narrow terminals: rows are protocol labels, columns are models."""
+    models = _models(summary)
+    rows = [["protocol", *models]]
+    for lab, cells in summary.items():
+        rows.append([lab, *[_fmt(cells.get(m), metric) for m in models]])
+    return rows
+
+
+def _labels(summary: dict[str, Any]) -> list[str]:
+    return list(summary)
+
+
+def _models(summary: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(m for cells in summary.values() for m in cells))
+
+
+def metric_table(summary: dict[str, Any], metric: str) -> list[list[str]]:
+    """Rows: models; columns: protocol labels; cells: mean ± CI half-width."""
+    labels = _labels(summary)
+    rows = [["model", *labels]]
+    for model in _models(summary):
+        rows.append([model, *[_fmt(summary[lab].get(model), metric) for lab in labels]])
+    return rows
+
+
+def _md(rows: list[list[str]]) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def print_tables(result: ExperimentResult, console: Console | None = None) -> None:
+    console = console or Console()
+    summary = result.summary()
+    for metric in result.config["evaluation"]["report_metrics"]:
+        rows = label_table(summary, metric)
+        table = Table(title=f"{result.config['name']}: {metric} (mean ± 95% CI over users)")
+        for h in rows[0]:
+            table.add_column(h, justify="left" if h == "protocol" else "right", no_wrap=True)
+        for r in rows[1:]:
+            table.add_row(*r)
+        console.print(table)
+    skipped = {(lab, m): e["skipped"] for lab, cells in summary.items() for m, e in cells.items() if "skipped" in e}
+    if skipped:
+        console.print("n/a = not measurable, not zero: " + "; ".join(sorted({f"{m}: {why}" for (_, m), why in skipped.items()})))
+
+
+def markdown(result: ExperimentResult) -> str:
+    summary = result.summary()
+    cfg = result.config
+    ds = result.dataset
+    parts = [
+        f"# {cfg['name']}",
+        "",
+        f"Dataset `{ds['name']}`: {ds['interactions']:,} interactions, {ds['users']:,} users, "
+        f"{ds['items']:,} items (fingerprint `{ds['fingerprint']}`). Seed {cfg['seed']}. "
+        "Full ranking over all candidates, seen items excluded; mean ± 95% t-interval half-width over users.",
+        "",
+    ]
+    for metric in cfg["evaluation"]["report_metrics"]:
+        parts += [f"## {metric}", "", _md(metric_table(summary, metric)), ""]
+    ref = cfg["evaluation"].get("compare_to")
+    main = cfg["evaluation"]["main_metric"]
+    comp = [["protocol", "model", f"{main} ratio to {ref}", "95% paired bootstrap"]]
+    for lab, cells in summary.items():
+        for model, e in cells.items():
+            c = e.get(f"vs_{ref}")
+            if c:
+                r = c["ratio"]
+                comp.append([lab, model, f"{r['mean']:.3f}", f"[{r['low']:.3f}, {r['high']:.3f}]"])
+    if len(comp) > 1:
+        parts += [f"## Paired comparison with {ref}", "", _md(comp), ""]
+    parts += ["## All metrics", ""]
+    for lab, cells in summary.items():
+        metrics = list(dict.fromkeys(m for e in cells.values() for m in e.get("metrics", {})))
+        rows = [["model", "users", *metrics]]
+        for model, e in cells.items():
+            n = str(e.get("n_users", ""))
+            rows.append([model, n, *[_fmt(e, m) for m in metrics]])
+        agg = list(dict.fromkeys(m for e in cells.values() for m in e.get("aggregate", {})))
+        for a in agg:
+            rows[0].append(a)
+            for row, e in zip(rows[1:], cells.values(), strict=True):
+                row.append(f"{e['aggregate'][a]:.4f}" if a in e.get("aggregate", {}) else "n/a")
+        parts += [f"### {lab}", "", _md(rows), ""]
+    parts += ["## Time and memory", "", "| step | seconds |", "|---|---|"]
+    parts += [f"| {k} | {v:.2f} |" for k, v in result.timings.items()]
+    parts += ["", f"Peak memory (process RSS): {result.peak_memory_mb:.0f} MiB", ""]
+    return "\n".join(parts)
+
+
+def plot_shots(result: ExperimentResult, path: Path, metric: str | None = None) -> Path | None:
+    """Metric against k shots, one line per model with its 95% CI, one panel per k-shot protocol."""
+    metric = metric or result.config["evaluation"]["main_metric"]
+    summary = result.summary()
+    by_proto: dict[str, dict[str, list[tuple[int, dict]]]] = {}
+    for cells in summary.values():
+        for model, e in cells.items():
+            if e["k"] is None or "skipped" in e or metric not in e["metrics"]:
+                continue
+            by_proto.setdefault(e["protocol"], {}).setdefault(model, []).append((e["k"], e["metrics"][metric]))
+    if not by_proto:
+        return None
+    fig, axes = plt.subplots(1, len(by_proto), figsize=(6 * len(by_proto), 4.2), squeeze=False)
+    for ax, (proto, models) in zip(axes[0], by_proto.items(), strict=True):
+        for model, pts in models.items():
+            pts.sort()
+            ks = [k for k, _ in pts]
+            mean = [m["mean"] for _, m in pts]
+            ax.plot(ks, mean, marker="o", label=model)
+            ax.fill_between(ks, [m["low"] for _, m in pts], [m["high"] for _, m in pts], alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({k for pts in models.values() for k, _ in pts}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("k (support interactions per user)")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{result.config['name']}: {proto}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_run(result: ExperimentResult, runs_dir: str | Path = "runs", config_path: str | Path | None = None) -> Path:
+    """runs/<name>-<time>/: config, versions, results.json / .md and the k-shot plot."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", result.config["name"])
+    out = Path(runs_dir) / f"{safe}-{stamp}"
+    n = 1
+    while out.exists():
+        out = Path(runs_dir) / f"{safe}-{stamp}-{n}"
+        n += 1
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(result.config, indent=2, default=str))
+    if config_path is not None:
+        shutil.copy(config_path, out / "config.toml")
+    (out / "versions.json").write_text(json.dumps(versions(), indent=2))
+    payload = {
+        "name": result.config["name"],
+        "dataset": result.dataset,
+        "results": result.summary(),
+        "timings_seconds": result.timings,
+        "peak_memory_mb": result.peak_memory_mb,
+        "versions": versions(),
+    }
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    (out / "results.md").write_text(markdown(result))
+    plot_shots(result, out / "ndcg_vs_k.png")
+    return out

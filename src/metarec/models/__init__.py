@@ -1,0 +1,35 @@
+"""Models behind one `Recommender` interface, built by name from a config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from metarec.errors import ConfigError
+from metarec.models.base import Recommender, UserState
+from metarec.models.baselines import (
+    ALSRecommender,
+    BPRRecommender,
+    ItemKNNRecommender,
+    PopularityRecommender,
+    RandomRecommender,
+)
+
+REGISTRY: dict[str, type[Recommender]] = {
+    "random": RandomRecommender,
+    "popularity": PopularityRecommender,
+    "itemknn": ItemKNNRecommender,
+    "als": ALSRecommender,
+    "bpr": BPRRecommender,
+}
+
+
+def build_model(kind: str, params: dict[str, Any] | None = None, seed: int = 0) -> Recommender:
+    if kind not in REGISTRY:
+        raise ConfigError(f"unknown model {kind!r}; available: {', '.join(sorted(REGISTRY))}")
+    try:
+        return REGISTRY[kind](seed=seed, **(params or {}))
+    except TypeError as exc:
+        raise ConfigError(f"model {kind!r}: {exc}") from None
+
+
+__all__ = ["REGISTRY", "Recommender", "UserState", "build_model"]

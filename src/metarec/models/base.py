@@ -1,0 +1,108 @@
+"""The one interface every model implements, in the scikit-learn / implicit style.
+
+Constructors take hyper-parameters only; `fit` learns state that ends in `_`. Scoring is split in
+two so that warm and cold users share one path:
+
+    state = model.fold_in(history, users)   # users known from training, or None for new users
+    scores = model.score_state(state)       # (n_users, n_items) matrix product, no Python loops
+
+`adapt` / `recommend_for` wrap the same two calls for one new user (the serving path).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from metarec.data.schema import ITEM, Dataset
+from metarec.errors import MetarecError
+
+
+@dataclass
+class UserState:
+    """What a model knows of a batch of users: their history and a model-specific payload."""
+
+    history: sp.csr_matrix
+    payload: Any = None
+
+
+class NotFittedError(MetarecError):
+    pass
+
+
+class Recommender(ABC):
+    name: str = "recommender"
+    #: can rank items that have no training interaction (from their text); CF models cannot
+    supports_cold_items: bool = False
+    #: can take new users through fold_in without refitting
+    supports_cold_users: bool = True
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    # ---------------------------------------------------------------- to implement
+    @abstractmethod
+    def _fit(self, train: Dataset) -> None: ...
+
+    @abstractmethod
+    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
+        """Scores (n_users, n_items or len(items)); higher is better."""
+
+    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None) -> UserState:
+        """Default: the history is all a model needs (popularity, item-KNN)."""
+        return UserState(history.tocsr().astype(np.float32))
+
+    # ---------------------------------------------------------------- shared
+    def fit(self, train: Dataset) -> Self:
+        self.n_items_ = train.n_items
+        self.n_users_ = train.n_users
+        self.train_matrix_ = train.matrix()
+        self._fit(train)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "train_matrix_"):
+            raise NotFittedError(f"{self.name} is not fitted; call fit(train) first")
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Scores for users seen in training (their training rows are their history)."""
+        self._check_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        return self.score_state(self.fold_in(self.train_matrix_[users], users), items)
+
+    def recommend(self, user: int, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
+        self._check_fitted()
+        state = self.fold_in(self.train_matrix_[[user]], np.array([user]))
+        return self.recommend_for(state, k, exclude_seen)
+
+    def adapt(self, support: pd.DataFrame, profile_text: str | None = None) -> UserState:
+        """A new user's state from a few interactions (dense item ids in column `item`)."""
+        self._check_fitted()
+        items = support[ITEM].to_numpy(np.int64)
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items_):
+            raise MetarecError(f"support names items outside 0..{self.n_items_ - 1}")
+        row = sp.csr_matrix(
+            (np.ones(len(items), np.float32), (np.zeros(len(items), np.int64), items)), shape=(1, self.n_items_)
+        )
+        row.sum_duplicates()
+        row.data[:] = 1.0
+        return self.fold_in(row, None)
+
+    def recommend_for(self, state: UserState, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
+        scores = self.score_state(state)[0].astype(np.float64)
+        if exclude_seen:
+            scores[state.history[0].indices] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [(int(i), float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"

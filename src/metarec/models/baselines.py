@@ -1,0 +1,197 @@
+"""Collaborative baselines: Random, Popularity, item-KNN and ALS / BPR from `implicit`.
+
+Each handles a cold user through `fold_in` from the support items alone: item-KNN sums the
+neighbours of the support items, ALS solves the user's least-squares step with item factors fixed
+(implicit's `recalculate_user`), BPR runs a few vectorised SGD epochs on the new user vectors only.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
+from implicit.nearest_neighbours import CosineRecommender
+from implicit.utils import ParameterWarning
+from threadpoolctl import threadpool_limits
+
+from metarec.data.schema import Dataset
+from metarec.models.base import Recommender, UserState
+
+
+def _cols(m: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+    return m if items is None else m[..., items]
+
+
+class RandomRecommender(Recommender):
+    """Uniform random scores: the floor every model must clear."""
+
+    name = "random"
+    supports_cold_items = True
+
+    def _fit(self, train: Dataset) -> None:
+        self.rng_ = np.random.default_rng(self.seed)
+
+    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
+        n = self.n_items_ if items is None else len(items)
+        return self.rng_.random((state.history.shape[0], n), dtype=np.float32)
+
+
+class PopularityRecommender(Recommender):
+    """Most-interacted items first; strong on MovieLens, and the honest bar for cold users."""
+
+    name = "popularity"
+
+    def _fit(self, train: Dataset) -> None:
+        self.popularity_ = np.asarray(self.train_matrix_.sum(axis=0)).ravel().astype(np.float32)
+
+    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
+        return np.tile(_cols(self.popularity_, items), (state.history.shape[0], 1))
+
+
+class ItemKNNRecommender(Recommender):
+    """Cosine item-item neighbours (implicit's CosineRecommender); a user's items vote for theirs."""
+
+    name = "itemknn"
+
+    def __init__(self, neighbours: int = 100, seed: int = 0, num_threads: int = 0) -> None:
+        super().__init__(seed)
+        self.neighbours = neighbours
+        self.num_threads = num_threads
+
+    def _fit(self, train: Dataset) -> None:
+        knn = CosineRecommender(K=self.neighbours, num_threads=self.num_threads)
+        with warnings.catch_warnings():  # implicit's own normalize() hands itself a COO matrix
+            warnings.simplefilter("ignore", ParameterWarning)
+            knn.fit(self.train_matrix_, show_progress=False)
+        self.similarity_ = knn.similarity.tocsr().astype(np.float32)
+
+    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
+        sim = self.similarity_ if items is None else self.similarity_[:, items]
+        return np.asarray((state.history @ sim).todense(), dtype=np.float32)
+
+
+class ALSRecommender(Recommender):
+    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) via `implicit`; cold users by fold-in."""
+
+    name = "als"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        alpha: float = 2.0,
+        iterations: int = 15,
+        seed: int = 0,
+        num_threads: int = 0,
+    ) -> None:
+        super().__init__(seed)
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.num_threads = num_threads
+
+    def _fit(self, train: Dataset) -> None:
+        # implicit parallelises over users itself; a threaded BLAS underneath only oversubscribes
+        with threadpool_limits(1, "blas"):
+            self._fit_als()
+
+    def _fit_als(self) -> None:
+        self.model_ = AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            random_state=self.seed,
+            num_threads=self.num_threads,
+        )
+        self.model_.fit(self.train_matrix_, show_progress=False)
+
+    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None) -> UserState:
+        history = history.tocsr().astype(np.float32)
+        if users is not None:
+            return UserState(history, self.model_.user_factors[users])
+        factors = self.model_.recalculate_user(np.arange(history.shape[0]), history)
+        return UserState(history, np.atleast_2d(factors))
+
+    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
+        V = self.model_.item_factors if items is None else self.model_.item_factors[items]
+        return state.payload @ V.T
+
+
+class BPRRecommender(Recommender):
+    """BPR-MF (Rendle et al. 2009) via `implicit`; cold users by SGD on their vector alone."""
+
+    name = "bpr"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        fold_in_epochs: int = 50,
+        fold_in_lr: float = 0.05,
+        seed: int = 0,
+        num_threads: int = 0,
+    ) -> None:
+        super().__init__(seed)
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.fold_in_epochs = fold_in_epochs
+        self.fold_in_lr = fold_in_lr
+        self.num_threads = num_threads
+
+    def _fit(self, train: Dataset) -> None:
+        self.model_ = BayesianPersonalizedRanking(
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            random_state=self.seed,
+            num_threads=self.num_threads,
+        )
+        self.model_.fit(self.train_matrix_, show_progress=False)
+
+    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None) -> UserState:
+        history = history.tocsr().astype(np.float32)
+        if users is not None:
+            return UserState(history, self.model_.user_factors[users])
+        return UserState(history, self._sgd_fold_in(history))
+
+    def _sgd_fold_in(self, history: sp.csr_matrix) -> np.ndarray:
+        """BPR updates on the new users' vectors only, all users at once per step.
+
+        implicit's item factors end in a bias column and its user factors in a constant 1, so the
+        learned vector keeps that layout: only the first `factors` entries move.
+        """
+        V = self.model_.item_factors
+        n, d = history.shape[0], V.shape[1]
+        U = np.zeros((n, d), np.float32)
+        U[:, -1] = 1.0
+        counts = np.diff(history.indptr)
+        active = np.flatnonzero(counts > 0)
+        if len(active) == 0:
+            return U
+        rng = np.random.default_rng(self.seed)
+        steps = self.fold_in_epochs * int(max(1, counts.max()))
+        for _ in range(steps):
+            pick = history.indptr[active] + (rng.random(len(active)) * counts[active]).astype(np.int64)
+            pos = history.indices[pick]
+            neg = rng.integers(0, V.shape[0], size=len(active))
+            diff = V[pos] - V[neg]
+            x = (U[active] * diff).sum(axis=1)
+            g = 1.0 / (1.0 + np.exp(x))
+            grad = g[:, None] * diff - self.regularization * U[active]
+            grad[:, -1] = 0.0
+            U[active] += self.fold_in_lr * grad
+        return U
+
+    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
+        V = self.model_.item_factors if items is None else self.model_.item_factors[items]
+        return state.payload @ V.T

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metarec.data.sources import synthetic
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+AMAZON_MI = SHARED / "amazon-musical-instruments" / "Musical_Instruments_5.json.gz"
+
+
+@pytest.fixture(scope="session")
+def synth():
+    return synthetic.make(n_users=300, n_items=200, seed=0)
+
+
+@pytest.fixture
+def amazon_path() -> Path:
+    if not AMAZON_MI.exists():
+        pytest.skip(f"Amazon Musical Instruments file not found at {AMAZON_MI} (only on the team's machines)")
+    return AMAZON_MI

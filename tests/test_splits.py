@@ -1,0 +1,106 @@
+"""Protocols are seeded, deterministic and leak nothing from test into train."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec.data.schema import ITEM, TIME, USER
+from metarec.data.splits import cold_both, cold_item, cold_user, make_folds, predefined, warm
+from metarec.errors import ConfigError
+
+
+def _pairs(df: pd.DataFrame) -> set[tuple[int, int]]:
+    return set(zip(df[USER].to_numpy().tolist(), df[ITEM].to_numpy().tolist(), strict=True))
+
+
+def test_warm_is_temporal_and_disjoint(synth):
+    fold = warm(synth, test_ratio=0.2)
+    train, task = fold.train.interactions, fold.tasks[0]
+    assert not _pairs(train) & _pairs(task.query)
+    assert len(train) + len(task.query) == len(synth.interactions)
+    last_train = train.groupby(USER)[TIME].max()
+    first_test = task.query.groupby(USER)[TIME].min()
+    assert (last_train.loc[first_test.index] <= first_test).all()
+    # history is exactly the user's training rows
+    assert _pairs(task.support) == _pairs(train[train[USER].isin(task.users)])
+    n = synth.interactions.groupby(USER).size()
+    assert (task.query.groupby(USER).size() == np.maximum(1, np.floor(n * 0.2)).astype(int)).all()
+
+
+def test_leave_last_out(synth):
+    task = warm(synth, leave_out=1).tasks[0]
+    assert (task.query.groupby(USER).size() == 1).all()
+
+
+def test_cold_user_folds_partition_users_and_never_leak(synth):
+    folds = list(cold_user(synth, shots=[1, 5, 10], n_folds=5, valid_ratio=0.1, seed=3))
+    all_test = []
+    for fold in folds:
+        train_users = set(fold.train.interactions[USER])
+        assert not train_users & set(fold.valid_users)
+        for task in fold.tasks:
+            assert task.cold_users
+            assert not train_users & set(task.users)
+            assert not _pairs(task.support) & _pairs(task.query)
+            assert (task.support.groupby(USER).size() == task.k).all()
+            # support = the k earliest interactions of each user
+            assert (task.support.groupby(USER)[TIME].max() <= task.query.groupby(USER)[TIME].min()).all()
+        all_test.append(np.unique(np.concatenate([t.users for t in fold.tasks])))
+    cat = np.concatenate(all_test)
+    assert len(cat) == len(np.unique(cat)) == synth.interactions[USER].nunique()
+    again = list(cold_user(synth, shots=[1, 5, 10], n_folds=5, valid_ratio=0.1, seed=3))
+    assert all(np.array_equal(a.tasks[1].users, b.tasks[1].users) for a, b in zip(folds, again, strict=True))
+    other = list(cold_user(synth, shots=[5], n_folds=5, seed=4))
+    assert not np.array_equal(folds[0].tasks[1].users, other[0].tasks[0].users)
+
+
+def test_cold_user_random_support_is_seeded(synth):
+    a = next(cold_user(synth, shots=[5], support="random", seed=1)).tasks[0].support
+    b = next(cold_user(synth, shots=[5], support="random", seed=1)).tasks[0].support
+    assert _pairs(a) == _pairs(b)
+    with pytest.raises(ConfigError):
+        next(cold_user(synth, shots=[5], support="latest"))
+
+
+def test_cold_item_removes_items_from_training(synth):
+    folds = list(cold_item(synth, n_folds=4, seed=0))
+    seen_cold = []
+    for fold in folds:
+        assert not set(fold.train.interactions[ITEM]) & set(fold.cold_items)
+        task = fold.tasks[0]
+        assert set(task.query[ITEM]) <= set(fold.cold_items)
+        assert np.array_equal(task.candidates, fold.cold_items)
+        assert not set(task.support[ITEM]) & set(fold.cold_items)
+        seen_cold.append(fold.cold_items)
+    cat = np.concatenate(seen_cold)
+    assert len(cat) == len(np.unique(cat)) == synth.interactions[ITEM].nunique()
+
+
+def test_cold_both_has_unseen_users_and_items(synth):
+    for fold in cold_both(synth, shots=[3], n_folds=5, seed=0):
+        train = fold.train.interactions
+        task = fold.tasks[0]
+        assert not set(train[USER]) & set(task.users)
+        assert not set(train[ITEM]) & set(fold.cold_items)
+        assert not set(task.support[ITEM]) & set(fold.cold_items)
+        assert set(task.query[ITEM]) <= set(fold.cold_items)
+        assert set(task.query[USER]) == set(task.users)
+
+
+def test_predefined_split_column(synth):
+    df = synth.interactions.copy()
+    df["split"] = np.where(df.groupby(USER).cumcount(ascending=False) == 0, "test", "train")
+    fold = predefined(synth.with_interactions(df))
+    assert (fold.train.interactions["split"] == "train").all()
+    assert len(fold.tasks[0].query) == synth.n_users
+    with pytest.raises(ConfigError, match="split"):
+        predefined(synth)
+
+
+def test_unknown_protocol_and_bad_params_are_config_errors(synth):
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        list(make_folds(synth, "hot-user", {}, 0))
+    with pytest.raises(ConfigError, match="cold-user"):
+        list(make_folds(synth, "cold-user", {"shotz": [1]}, 0))
