@@ -25,7 +25,12 @@ def _fail(exc: Exception) -> None:
 
 
 def _dataset_cfg(
-    name: str, path: str | None, meta: str | None, columns: list[str] | None, items: str | None, users: str | None
+    name: str,
+    path: str | None,
+    meta: str | None,
+    columns: list[str] | None,
+    items: str | None,
+    users: str | None,
 ) -> dict:
     if name in ("ml-100k", "ml-1m", "ml-20m"):
         return {"source": "movielens", "variant": name, "path": path}
@@ -45,7 +50,9 @@ def _dataset_cfg(
         return {"source": name, "interactions": path, "items": items, "users": users, "columns": mapping}
     if name == "synthetic":
         return {"source": "synthetic"}
-    raise MetarecError(f"unknown dataset {name!r}: use ml-100k, ml-1m, ml-20m, amazon, csv, parquet or synthetic")
+    raise MetarecError(
+        f"unknown dataset {name!r}: use ml-100k, ml-1m, ml-20m, amazon, csv, parquet or synthetic"
+    )
 
 
 @data_app.command("fetch")
@@ -62,14 +69,20 @@ def data_fetch(
         ds = movielens.load(name)
     except MetarecError as exc:
         _fail(exc)
-    console.print(f"{name}: {len(ds.interactions):,} ratings, {ds.n_users:,} users, {ds.n_items:,} items in {dest}")
+    console.print(
+        f"{name}: {len(ds.interactions):,} ratings, {ds.n_users:,} users, {ds.n_items:,} items in {dest}"
+    )
     if "kg" in ds.extras:
-        console.print(f"knowledge graph: {len(ds.extras['kg']):,} triples, {len(ds.extras['kg_link']):,} linked items")
+        console.print(
+            f"knowledge graph: {len(ds.extras['kg']):,} triples, {len(ds.extras['kg_link']):,} linked items"
+        )
 
 
 @data_app.command("info")
 def data_info(
-    name: Annotated[str, typer.Argument(help="ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")],
+    name: Annotated[
+        str, typer.Argument(help="ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")
+    ],
     path: Annotated[str | None, typer.Option(help="data file / folder")] = None,
     meta: Annotated[str | None, typer.Option(help="amazon metadata file")] = None,
     items: Annotated[str | None, typer.Option(help="csv/parquet: items file")] = None,
@@ -80,7 +93,9 @@ def data_info(
     from metarec.data.sources import load_dataset
 
     try:
-        ds = load_dataset({k: v for k, v in _dataset_cfg(name, path, meta, column, items, users).items() if v})
+        ds = load_dataset(
+            {k: v for k, v in _dataset_cfg(name, path, meta, column, items, users).items() if v}
+        )
     except MetarecError as exc:
         _fail(exc)
     console.print_json(json.dumps(ds.summary(), default=str))
@@ -88,7 +103,9 @@ def data_info(
 
 @app.command("evaluate")
 def evaluate(
-    config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML, e.g. configs/ml-100k.toml")],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="experiment TOML, e.g. configs/ml-100k.toml")
+    ],
     runs_dir: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
     folds: Annotated[
         str | None, typer.Option(help="comma-separated fold indices to run (quick look), default all")

@@ -95,7 +95,9 @@ class ExperimentResult:
                 if base is not None and base is not cell and not base.skipped:
                     main = ev["main_metric"]
                     a, b = cell.values(main), base.values(main)
-                    if len(a) == len(b) and np.array_equal(np.concatenate(cell.users), np.concatenate(base.users)):
+                    if len(a) == len(b) and np.array_equal(
+                        np.concatenate(cell.users), np.concatenate(base.users)
+                    ):
                         entry["vs_" + ref] = {
                             "metric": main,
                             "diff": paired_bootstrap(a, b, "diff", ev["bootstrap"], seed=0).as_dict(),
@@ -116,7 +118,9 @@ def _progress() -> Progress:
     )
 
 
-def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress: bool = True) -> ExperimentResult:
+def run_experiment(
+    cfg: dict[str, Any], dataset: Dataset | None = None, progress: bool = True
+) -> ExperimentResult:
     timings: dict[str, float] = {}
     seed = int(cfg["seed"])
     seed_everything(seed)

@@ -87,13 +87,16 @@ class Recommender(ABC):
         if len(items) and (items.min() < 0 or items.max() >= self.n_items_):
             raise MetarecError(f"support names items outside 0..{self.n_items_ - 1}")
         row = sp.csr_matrix(
-            (np.ones(len(items), np.float32), (np.zeros(len(items), np.int64), items)), shape=(1, self.n_items_)
+            (np.ones(len(items), np.float32), (np.zeros(len(items), np.int64), items)),
+            shape=(1, self.n_items_),
         )
         row.sum_duplicates()
         row.data[:] = 1.0
         return self.fold_in(row, None)
 
-    def recommend_for(self, state: UserState, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
+    def recommend_for(
+        self, state: UserState, k: int = 10, exclude_seen: bool = True
+    ) -> list[tuple[int, float]]:
         scores = self.score_state(state)[0].astype(np.float64)
         if exclude_seen:
             scores[state.history[0].indices] = -np.inf

@@ -136,7 +136,7 @@ class BPRRecommender(Recommender):
         fold_in_epochs: int = 50,
         fold_in_lr: float = 0.05,
         seed: int = 0,
-        num_threads: int = 0,
+        num_threads: int = 1,  # implicit's BPR is Hogwild SGD: more threads, faster but not reproducible
     ) -> None:
         super().__init__(seed)
         self.factors = factors

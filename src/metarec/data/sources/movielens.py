@@ -32,7 +32,11 @@ HOME_URL = "https://files.grouplens.org/datasets/movielens/{variant}.zip"
 RECBOLE_WHEEL = "recbole==1.2.1"
 VARIANTS = ("ml-100k", "ml-1m", "ml-20m")
 # ratings, users, items (items = rows of the movie table)
-EXPECTED = {"ml-100k": (100_000, 943, 1_682), "ml-1m": (1_000_209, 6_040, 3_883), "ml-20m": (20_000_263, 138_493, 27_278)}
+EXPECTED = {
+    "ml-100k": (100_000, 943, 1_682),
+    "ml-1m": (1_000_209, 6_040, 3_883),
+    "ml-20m": (20_000_263, 138_493, 27_278),
+}
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
@@ -168,7 +172,11 @@ def parse_ml100k_home(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
         {"item_id": items["item_id"], "title": title, "year": year.fillna(date_year), "genres": genres}
     )
     users = pd.read_csv(
-        d / "u.user", sep="|", header=None, names=["user_id", "age", "gender", "occupation", "zip_code"], dtype=str
+        d / "u.user",
+        sep="|",
+        header=None,
+        names=["user_id", "age", "gender", "occupation", "zip_code"],
+        dtype=str,
     )
     users["age"] = users["age"].astype(int)
     return inter, items, users
@@ -188,7 +196,9 @@ def parse_ml100k_recbole(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
 def _read_kg(d: Path) -> dict:
     if not (d / "ml-100k.kg").exists():
         return {}
-    kg = _read_recbole(d, "ml-100k.kg").rename(columns={"head_id": "head", "relation_id": "relation", "tail_id": "tail"})
+    kg = _read_recbole(d, "ml-100k.kg").rename(
+        columns={"head_id": "head", "relation_id": "relation", "tail_id": "tail"}
+    )
     link = _read_recbole(d, "ml-100k.link").rename(columns={"entity_id": "entity"})
     return {"kg": kg, "kg_link": link}
 
@@ -199,14 +209,21 @@ def parse_ml1m(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         rows = [line.split("::") for line in text.splitlines() if line]
         bad = next((i for i, r in enumerate(rows) if len(r) != len(cols)), None)
         if bad is not None:
-            raise DataError(f"{d / name}: line {bad + 1} has {len(rows[bad])} fields, expected {len(cols)} ({cols})")
+            raise DataError(
+                f"{d / name}: line {bad + 1} has {len(rows[bad])} fields, expected {len(cols)} ({cols})"
+            )
         return pd.DataFrame(rows, columns=cols)
 
     inter = dat("ratings.dat", ["user_id", "item_id", "rating", "timestamp"])
     items = dat("movies.dat", ["item_id", "raw_title", "genres"])
     title, year = _split_title(items["raw_title"])
     items = pd.DataFrame(
-        {"item_id": items["item_id"], "title": title, "year": year, "genres": items["genres"].str.replace("|", " ")}
+        {
+            "item_id": items["item_id"],
+            "title": title,
+            "year": year,
+            "genres": items["genres"].str.replace("|", " "),
+        }
     )
     users = dat("users.dat", ["user_id", "gender", "age", "occupation", "zip_code"])
     users["age"] = users["age"].astype(int)
@@ -219,7 +236,9 @@ def parse_ml20m(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, None]:
     inter = pd.read_csv(
         d / "ratings.csv", dtype={"userId": str, "movieId": str, "rating": np.float32, "timestamp": np.int64}
     ).rename(columns={"userId": "user_id", "movieId": "item_id"})
-    items = pd.read_csv(d / "movies.csv", dtype=str).rename(columns={"movieId": "item_id", "title": "raw_title"})
+    items = pd.read_csv(d / "movies.csv", dtype=str).rename(
+        columns={"movieId": "item_id", "title": "raw_title"}
+    )
     title, year = _split_title(items["raw_title"])
     genres = items["genres"].str.replace("|", " ").replace("(no genres listed)", "")
     items = pd.DataFrame({"item_id": items["item_id"], "title": title, "year": year, "genres": genres})

@@ -23,8 +23,12 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     try:
         if path.suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep=sep or ("\t" if path.suffix in (".tsv", ".tab") else ","), dtype=str,
-                           keep_default_na=False)
+        return pd.read_csv(
+            path,
+            sep=sep or ("\t" if path.suffix in (".tsv", ".tab") else ","),
+            dtype=str,
+            keep_default_na=False,
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot be read as a table ({exc})") from None
 
@@ -49,7 +53,13 @@ def load(
     name: str | None = None,
     sep: str | None = None,
 ) -> Dataset:
-    cols = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp", "split": "split"}
+    cols = {
+        "user": "user_id",
+        "item": "item_id",
+        "rating": "rating",
+        "timestamp": "timestamp",
+        "split": "split",
+    }
     cols.update(columns or {})
     inter = read_table(interactions, sep)
     inter = _rename(inter, cols, ["user", "item"], str(interactions))
@@ -61,7 +71,8 @@ def load(
             if bad.any():
                 line = int(bad.to_numpy().argmax()) + 2  # 1-based + header
                 raise DataError(
-                    f"{interactions}: line {line}, column '{cols[col]}' is not a number: {inter[col][bad].iloc[0]!r}"
+                    f"{interactions}: line {line}, column '{cols[col]}' is not a number: "
+                    f"{inter[col][bad].iloc[0]!r}"
                 )
             inter[col] = num
     if "split" in inter.columns:
@@ -73,7 +84,9 @@ def load(
                 f"found {inter['split'][bad].iloc[0]!r}"
             )
     if (inter["user_id"].astype(str) == "").any() or (inter["item_id"].astype(str) == "").any():
-        line = int(((inter["user_id"].astype(str) == "") | (inter["item_id"].astype(str) == "")).to_numpy().argmax())
+        line = int(
+            ((inter["user_id"].astype(str) == "") | (inter["item_id"].astype(str) == "")).to_numpy().argmax()
+        )
         raise DataError(f"{interactions}: line {line + 2} has an empty user or item id")
     item_df = user_df = None
     if items is not None:

@@ -1,0 +1,88 @@
+"""The CLI end to end: a real experiment writes its run folder; bad input is a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from metarec.cli import app
+from metarec.config import load_config
+from metarec.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_evaluate_synthetic_writes_run(tmp_path):
+    res = runner.invoke(
+        app, ["evaluate", "-c", str(ROOT / "configs/synthetic.toml"), "--runs-dir", str(tmp_path), "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    (run,) = tmp_path.iterdir()
+    for f in ("config.json", "config.toml", "versions.json", "results.json", "results.md", "ndcg_vs_k.png"):
+        assert (run / f).stat().st_size > 0, f
+    out = json.loads((run / "results.json").read_text())
+    res_ = out["results"]
+    assert set(res_) == {"warm", "cold-user@1", "cold-user@5", "cold-user@10", "cold-item", "cold-both@5"}
+    assert res_["cold-item"]["als"]["skipped"]
+    warm = res_["warm"]
+    assert warm["als"]["metrics"]["ndcg@10"]["mean"] > warm["random"]["metrics"]["ndcg@10"]["mean"]
+    # every model is scored on the very same users in a cell, and compared pairwise
+    assert len({e["n_users"] for e in res_["cold-user@5"].values()}) == 1
+    assert "vs_popularity" in res_["cold-user@5"]["als"]
+    assert out["peak_memory_mb"] > 0 and out["timings_seconds"]["total"] > 0
+    assert "| model |" in (run / "results.md").read_text()
+
+
+def test_evaluate_is_reproducible(tmp_path):
+    outs = []
+    for sub in ("a", "b"):
+        res = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "-c",
+                str(ROOT / "configs/synthetic.toml"),
+                "--runs-dir",
+                str(tmp_path / sub),
+                "--quiet",
+                "--folds",
+                "0",
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        (run,) = (tmp_path / sub).iterdir()
+        outs.append(json.loads((run / "results.json").read_text())["results"])
+    strip = lambda r: {lab: {m: e.get("metrics") for m, e in c.items()} for lab, c in r.items()}  # noqa: E731
+    assert strip(outs[0]) == strip(outs[1])
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[dataset]\nsource = "synthetic"\n[protocols.warm]\n[models.random]\n[evaluaton]\nks=[1]\n'
+    )
+    res = runner.invoke(app, ["evaluate", "-c", str(bad)])
+    assert res.exit_code == 2 and "evaluaton" in res.output
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+    bad.write_text('[dataset]\nsource = "synthetic"\n[protocols.warm]\n[models.magic]\n')
+    res = runner.invoke(app, ["evaluate", "-c", str(bad)])
+    assert res.exit_code == 2 and "unknown model" in res.output
+
+
+def test_data_info_synthetic_and_errors():
+    res = runner.invoke(app, ["data", "info", "synthetic"])
+    assert res.exit_code == 0 and '"users": 300' in res.output
+    res = runner.invoke(app, ["data", "info", "amazon"])
+    assert res.exit_code == 2 and "--path" in res.output
+
+
+@pytest.mark.slow
+def test_data_fetch_ml100k():
+    res = runner.invoke(app, ["data", "fetch", "ml-100k"])
+    assert res.exit_code == 0, res.output
+    assert "100,000 ratings" in res.output and "knowledge graph" in res.output
