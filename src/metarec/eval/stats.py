@@ -63,6 +63,7 @@ def paired_bootstrap(
     def stat(x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray | float:
         return x - y if kind == "diff" else np.divide(x, y)
 
-    boot = stat(ma, mb)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample may average to 0 (dropped below)
+        boot = stat(ma, mb)
     lo, hi = np.nanpercentile(boot, [50 * (1 - confidence), 50 * (1 + confidence)])
     return Interval(float(stat(a.mean(), b.mean())), float(lo), float(hi), len(a))

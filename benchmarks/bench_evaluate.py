@@ -1,0 +1,60 @@
+"""Benchmark: the full evaluate pipeline per dataset, with the time of each step and peak memory.
+
+Each config runs in its own process so that peak memory (RSS) belongs to that dataset alone.
+Writes benchmarks/results/evaluate_<name>.json and .md. Usage:
+
+    python benchmarks/bench_evaluate.py [configs/ml-100k.toml configs/amazon-mi.toml ...]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT = ["configs/ml-100k.toml", "configs/amazon-mi.toml"]
+
+
+def run_one(config: str) -> None:
+    from metarec.config import load_config
+    from metarec.eval.experiment import run_experiment
+    from metarec.eval.report import markdown
+    from metarec.utils import versions
+
+    cfg = load_config(ROOT / config)
+    result = run_experiment(cfg, progress=False)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "config": config,
+        "dataset": result.dataset,
+        "timings_seconds": result.timings,
+        "peak_memory_mb": result.peak_memory_mb,
+        "results": result.summary(),
+        "versions": versions(),
+    }
+    (RESULTS / f"evaluate_{cfg['name']}.json").write_text(json.dumps(payload, indent=2, default=str))
+    md = markdown(result)
+    md += f"\nMachine: {versions()['platform']}; "
+    md += f"produced by `python benchmarks/bench_evaluate.py {config}`.\n"
+    (RESULTS / f"evaluate_{cfg['name']}.md").write_text(md)
+    print(f"{cfg['name']}: {result.timings['total']:.1f}s, peak {result.peak_memory_mb:.0f} MiB")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--one":
+        run_one(argv[1])
+        return 0
+    configs = argv or DEFAULT
+    for config in configs:
+        rc = subprocess.call([sys.executable, __file__, "--one", config], cwd=ROOT)
+        if rc != 0:
+            print(f"{config}: failed (exit {rc})", file=sys.stderr)
+            return rc
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
