@@ -55,8 +55,8 @@ def test_als_fold_in_recovers_a_training_user(synth):
     """Folding in a user's full training row lands near the factors ALS learned for them."""
     m = build_model("als", {"factors": 16, "iterations": 15}).fit(synth)
     users = np.arange(20)
-    learned = m.fold_in(m.train_matrix_[users], users).payload
-    folded = m.fold_in(m.train_matrix_[users], None).payload
+    learned = m.fold_in(m.train_matrix_[users], users, known=True).payload
+    folded = m.fold_in(m.train_matrix_[users], users, known=False).payload
     cos = (learned * folded).sum(1) / np.linalg.norm(learned, axis=1) / np.linalg.norm(folded, axis=1)
     assert cos.mean() > 0.9
 

@@ -8,7 +8,7 @@ Python loops over users), and the invariants they promise are tested in tests/te
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -143,8 +143,15 @@ def cold_user(
         yield Fold("cold-user", f, ds.with_interactions(train), valid_users, tasks=tasks)
 
 
-def cold_item(ds: Dataset, n_folds: int = 5, seed: int = 0, folds: list[int] | None = None) -> Iterator[Fold]:
-    """Item-level K-fold: a fold's cold items have no training interaction, only their text."""
+def cold_item(
+    ds: Dataset, n_folds: int = 5, reveal_share: float = 0.0, seed: int = 0, folds: list[int] | None = None
+) -> Iterator[Fold]:
+    """Item-level K-fold: a fold's cold items have no training interaction, only their text.
+
+    `reveal_share` > 0 models a launch: each cold item's earliest share of interactions (at least
+    one, never all) is revealed, i.e. its early adopters' reviews and counts may be read as item
+    side information (`train.extras["revealed"]`), but those rows are neither trained on nor scored.
+    """
     items = np.unique(ds.interactions[ITEM].to_numpy())
     chunks = _chunks(items, n_folds, seed)
     inter = ds.interactions
@@ -152,9 +159,18 @@ def cold_item(ds: Dataset, n_folds: int = 5, seed: int = 0, folds: list[int] | N
         cold = chunks[f]
         is_cold = inter[ITEM].isin(cold).to_numpy()
         train, test = inter[~is_cold], inter[is_cold]
+        revealed = test.iloc[:0]
+        if reveal_share > 0:
+            test = test.sort_values([ITEM, TIME] if TIME in test.columns else [ITEM], kind="stable")
+            n = test.groupby(ITEM, sort=False)[USER].transform("size").to_numpy()
+            pos = test.groupby(ITEM, sort=False).cumcount().to_numpy()
+            n_rev = np.minimum(np.maximum(1, np.ceil(n * reveal_share)), n - 1)
+            revealed, test = test[pos < n_rev], test[pos >= n_rev]
         users = np.unique(test[USER].to_numpy())
         task = EvalTask("cold-item", f, None, users, train[train[USER].isin(users)], test, ds.n_items, cold)
-        yield Fold("cold-item", f, ds.with_interactions(train), cold_items=cold, tasks=[task])
+        fold_train = ds.with_interactions(train)
+        fold_train = replace(fold_train, extras={**fold_train.extras, "revealed": revealed})
+        yield Fold("cold-item", f, fold_train, cold_items=cold, tasks=[task])
 
 
 def cold_both(

@@ -63,8 +63,7 @@ def evaluate_task(
     pop_cand = pop if cand is None else pop[cand]
     for start in range(0, len(task.users), rows):
         sl = slice(start, start + rows)
-        users = None if task.cold_users else task.users[sl]
-        state = model.fold_in(history[sl], users)
+        state = model.fold_in(history[sl], task.users[sl], known=not task.cold_users)
         scores = np.asarray(model.score_state(state, cand), dtype=np.float64)
         seen = h_cand[sl].toarray().astype(bool)
         rel = t_cand[sl].toarray().astype(bool) & ~seen

