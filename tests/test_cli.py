@@ -62,9 +62,7 @@ def test_evaluate_is_reproducible(tmp_path):
 
 def test_bad_config_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text(
-        '[dataset]\nsource = "synthetic"\n[protocols.warm]\n[models.random]\n[evaluaton]\nks=[1]\n'
-    )
+    bad.write_text('[dataset]\nsource = "synthetic"\n[protocols.warm]\n[models.random]\n[evaluaton]\nks=[1]\n')
     res = runner.invoke(app, ["evaluate", "-c", str(bad)])
     assert res.exit_code == 2 and "evaluaton" in res.output
     with pytest.raises(ConfigError, match="not found"):

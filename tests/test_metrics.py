@@ -30,9 +30,7 @@ def test_ranking_metrics_match_ranx(seed):
     top = M.topk(scores, max(ks))
     ours = M.ranking_metrics(np.take_along_axis(rel, top, axis=1), rel.sum(axis=1), ks)
     qrels = Qrels({f"u{u}": {f"i{i}": 1 for i in np.flatnonzero(rel[u])} for u in range(len(rel))})
-    run = Run(
-        {f"u{u}": {f"i{i}": float(scores[u, i]) for i in range(scores.shape[1])} for u in range(len(rel))}
-    )
+    run = Run({f"u{u}": {f"i{i}": float(scores[u, i]) for i in range(scores.shape[1])} for u in range(len(rel))})
     names = {"precision": "precision", "recall": "recall", "f1": "f1", "ndcg": "ndcg", "hr": "hit_rate",
              "mrr": "mrr", "map": "map"}  # fmt: skip
     for k in ks:

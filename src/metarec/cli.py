@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -50,9 +51,7 @@ def _dataset_cfg(
         return {"source": name, "interactions": path, "items": items, "users": users, "columns": mapping}
     if name == "synthetic":
         return {"source": "synthetic"}
-    raise MetarecError(
-        f"unknown dataset {name!r}: use ml-100k, ml-1m, ml-20m, amazon, csv, parquet or synthetic"
-    )
+    raise MetarecError(f"unknown dataset {name!r}: use ml-100k, ml-1m, ml-20m, amazon, csv, parquet or synthetic")
 
 
 @data_app.command("fetch")
@@ -69,20 +68,14 @@ def data_fetch(
         ds = movielens.load(name)
     except MetarecError as exc:
         _fail(exc)
-    console.print(
-        f"{name}: {len(ds.interactions):,} ratings, {ds.n_users:,} users, {ds.n_items:,} items in {dest}"
-    )
+    console.print(f"{name}: {len(ds.interactions):,} ratings, {ds.n_users:,} users, {ds.n_items:,} items in {dest}")
     if "kg" in ds.extras:
-        console.print(
-            f"knowledge graph: {len(ds.extras['kg']):,} triples, {len(ds.extras['kg_link']):,} linked items"
-        )
+        console.print(f"knowledge graph: {len(ds.extras['kg']):,} triples, {len(ds.extras['kg_link']):,} linked items")
 
 
 @data_app.command("info")
 def data_info(
-    name: Annotated[
-        str, typer.Argument(help="ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")
-    ],
+    name: Annotated[str, typer.Argument(help="ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")],
     path: Annotated[str | None, typer.Option(help="data file / folder")] = None,
     meta: Annotated[str | None, typer.Option(help="amazon metadata file")] = None,
     items: Annotated[str | None, typer.Option(help="csv/parquet: items file")] = None,
@@ -93,19 +86,61 @@ def data_info(
     from metarec.data.sources import load_dataset
 
     try:
-        ds = load_dataset(
-            {k: v for k, v in _dataset_cfg(name, path, meta, column, items, users).items() if v}
-        )
+        ds = load_dataset({k: v for k, v in _dataset_cfg(name, path, meta, column, items, users).items() if v})
     except MetarecError as exc:
         _fail(exc)
     console.print_json(json.dumps(ds.summary(), default=str))
 
 
+@app.command("embed")
+def embed(
+    name: Annotated[str, typer.Argument(help="dataset: ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")],
+    path: Annotated[str | None, typer.Option(help="data file / folder")] = None,
+    meta: Annotated[str | None, typer.Option(help="amazon metadata file")] = None,
+    encoder: Annotated[str, typer.Option(help="sentence-transformers | hf | tfidf")] = "sentence-transformers",
+    model: Annotated[str, typer.Option(help="model name or local path")] = "all-MiniLM-L6-v2",
+    pooling: Annotated[str, typer.Option(help="hf encoder: mean | max | cls | attention")] = "mean",
+    template: Annotated[str, typer.Option(help="item text template")] = "{title}",
+    users_template: Annotated[str | None, typer.Option(help="also embed user profiles with this template")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    progress: Annotated[bool, typer.Option(help="progress bar")] = True,
+) -> None:
+    """Encode item (and user) texts into the embedding cache; print throughput and cache hits."""
+    from metarec.data.sources import load_dataset
+    from metarec.models.content import encode_texts, get_encoder
+    from metarec.text.cache import EmbeddingCache
+    from metarec.text.templates import item_texts, user_texts
+
+    try:
+        ds = load_dataset({k: v for k, v in _dataset_cfg(name, path, meta, None, None, None).items() if v})
+        enc = get_encoder({"encoder": encoder, "model": model, "pooling": pooling, "threads": threads})
+        jobs = [("items", template, item_texts(ds, template))]
+        if users_template:
+            jobs.append(("users", users_template, user_texts(ds, users_template)))
+    except MetarecError as exc:
+        _fail(exc)
+    for what, tpl, texts in jobs:
+        if encoder == "tfidf":
+            vecs = encode_texts(enc, texts, tpl, batch_size)
+            console.print(f"{what}: {len(texts):,} texts -> {vecs.shape} (tfidf, not cached)")
+            continue
+        cache = EmbeddingCache(enc, tpl)
+        t0 = time.perf_counter()
+        vecs = cache.encode(texts, batch_size, show_progress_bar=progress)
+        wall = time.perf_counter() - t0
+        st = cache.last
+        console.print(
+            f"{what}: {st.texts:,} texts ({st.unique:,} distinct) -> {vecs.shape[1]}-d {enc.name}; "
+            f"cache hits {st.hits:,}, encoded {st.encoded:,}"
+            + (f" at {st.texts_per_second:,.0f} texts/s" if st.encoded else "")
+            + f"; {wall:.2f}s in all; cache {cache.dir}"
+        )
+
+
 @app.command("evaluate")
 def evaluate(
-    config: Annotated[
-        Path, typer.Option("--config", "-c", help="experiment TOML, e.g. configs/ml-100k.toml")
-    ],
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML, e.g. configs/ml-100k.toml")],
     runs_dir: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
     folds: Annotated[
         str | None, typer.Option(help="comma-separated fold indices to run (quick look), default all")

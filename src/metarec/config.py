@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "num_threads": 0,
     "dataset": {},
+    "text": {"encoder": "sentence-transformers", "model": "all-MiniLM-L6-v2"},
     "protocols": {},
     "models": {},
     "evaluation": {

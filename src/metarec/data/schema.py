@@ -136,14 +136,8 @@ class Dataset:
     def matrix(self, users: np.ndarray | None = None, binary: bool = True) -> sp.csr_matrix:
         """User x item CSR matrix (rows = all users, or `users` in that order)."""
         df = self.interactions
-        data = (
-            np.ones(len(df), dtype=np.float32)
-            if binary or not self.has_ratings
-            else df[RATING].to_numpy(np.float32)
-        )
-        m = sp.csr_matrix(
-            (data, (df[USER].to_numpy(), df[ITEM].to_numpy())), shape=(self.n_users, self.n_items)
-        )
+        data = np.ones(len(df), dtype=np.float32) if binary or not self.has_ratings else df[RATING].to_numpy(np.float32)
+        m = sp.csr_matrix((data, (df[USER].to_numpy(), df[ITEM].to_numpy())), shape=(self.n_users, self.n_items))
         m.sum_duplicates()
         if binary:
             m.data[:] = 1.0

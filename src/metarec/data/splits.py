@@ -97,9 +97,7 @@ def warm(ds: Dataset, test_ratio: float = 0.2, leave_out: int | None = None, min
 
 
 # ------------------------------------------------------------------------------- cold user / item
-def _shots(
-    df: pd.DataFrame, k: int, min_query: int, support: str, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _shots(df: pd.DataFrame, k: int, min_query: int, support: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """First k interactions per user (by time, or a seeded random k) vs the rest."""
     if support == "earliest":
         df = _time_order(df)
@@ -216,9 +214,7 @@ def predefined(ds: Dataset, column: str = "split") -> Fold:
     valid_users = np.unique(inter.loc[inter[column] == "valid", USER].to_numpy())
     users = np.unique(test[USER].to_numpy())
     cold = not np.isin(users, train[USER].to_numpy()).all()
-    task = EvalTask(
-        "predefined", 0, None, users, train[train[USER].isin(users)], test, ds.n_items, cold_users=cold
-    )
+    task = EvalTask("predefined", 0, None, users, train[train[USER].isin(users)], test, ds.n_items, cold_users=cold)
     return Fold("predefined", 0, ds.with_interactions(train), valid_users, tasks=[task])
 
 

@@ -84,7 +84,5 @@ def evaluate_task(
         for k in ks:
             np.add.at(rec_counts[k], top[:, :k].ravel(), 1)
     per_user = {k: np.concatenate(v) for k, v in parts.items()}
-    aggregate = (
-        {f"coverage@{k}": M.coverage(rec_counts[k], n_cand) for k in ks} if "coverage" in metrics else {}
-    )
+    aggregate = {f"coverage@{k}": M.coverage(rec_counts[k], n_cand) for k in ks} if "coverage" in metrics else {}
     return TaskResult(name, task, per_user, aggregate, seconds=time.perf_counter() - t0)

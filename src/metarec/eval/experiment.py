@@ -21,7 +21,7 @@ from metarec.data.sources import load_dataset
 from metarec.data.splits import make_folds
 from metarec.eval.evaluate import TaskResult, evaluate_task
 from metarec.eval.stats import mean_ci, paired_bootstrap
-from metarec.models import build_model
+from metarec.models import TEXT_MODELS, build_model
 from metarec.utils import seed_everything
 
 
@@ -95,9 +95,7 @@ class ExperimentResult:
                 if base is not None and base is not cell and not base.skipped:
                     main = ev["main_metric"]
                     a, b = cell.values(main), base.values(main)
-                    if len(a) == len(b) and np.array_equal(
-                        np.concatenate(cell.users), np.concatenate(base.users)
-                    ):
+                    if len(a) == len(b) and np.array_equal(np.concatenate(cell.users), np.concatenate(base.users)):
                         entry["vs_" + ref] = {
                             "metric": main,
                             "diff": paired_bootstrap(a, b, "diff", ev["bootstrap"], seed=0).as_dict(),
@@ -118,9 +116,7 @@ def _progress() -> Progress:
     )
 
 
-def run_experiment(
-    cfg: dict[str, Any], dataset: Dataset | None = None, progress: bool = True
-) -> ExperimentResult:
+def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress: bool = True) -> ExperimentResult:
     timings: dict[str, float] = {}
     seed = int(cfg["seed"])
     seed_everything(seed)
@@ -145,6 +141,8 @@ def run_experiment(
                 for display, mcfg in models_cfg.items():
                     mcfg = dict(mcfg)
                     kind = mcfg.pop("type", display)
+                    if kind in TEXT_MODELS:
+                        mcfg["text"] = {**cfg["text"], **mcfg.get("text", {})}
                     if cfg.get("num_threads") and kind in ("itemknn", "als", "bpr"):
                         mcfg.setdefault("num_threads", cfg["num_threads"])
                     bar.update(task_id, description=f"{protocol} fold {fold.fold}: {display}")
@@ -155,9 +153,7 @@ def run_experiment(
                     key = f"fit:{protocol}:{display}"
                     timings[key] = timings.get(key, 0.0) + time.perf_counter() - t_fit
                     for task in fold.tasks:
-                        r = evaluate_task(
-                            model, task, ks, metric_names, pop, n_train_users, int(ev["chunk_elements"])
-                        )
+                        r = evaluate_task(model, task, ks, metric_names, pop, n_train_users, int(ev["chunk_elements"]))
                         cell = cells.setdefault((protocol, task.k, display), Cell(protocol, task.k, display))
                         cell.add(r)
                         key = f"eval:{protocol}:{display}"

@@ -75,13 +75,10 @@ def print_tables(result: ExperimentResult, console: Console | None = None) -> No
         for r in rows[1:]:
             table.add_row(*r)
         console.print(table)
-    skipped = {
-        (lab, m): e["skipped"] for lab, cells in summary.items() for m, e in cells.items() if "skipped" in e
-    }
+    skipped = {(lab, m): e["skipped"] for lab, cells in summary.items() for m, e in cells.items() if "skipped" in e}
     if skipped:
         console.print(
-            "n/a = not measurable, not zero: "
-            + "; ".join(sorted({f"{m}: {why}" for (_, m), why in skipped.items()}))
+            "n/a = not measurable, not zero: " + "; ".join(sorted({f"{m}: {why}" for (_, m), why in skipped.items()}))
         )
 
 
@@ -138,9 +135,7 @@ def plot_shots(result: ExperimentResult, path: Path, metric: str | None = None) 
         for model, e in cells.items():
             if e["k"] is None or "skipped" in e or metric not in e["metrics"]:
                 continue
-            by_proto.setdefault(e["protocol"], {}).setdefault(model, []).append(
-                (e["k"], e["metrics"][metric])
-            )
+            by_proto.setdefault(e["protocol"], {}).setdefault(model, []).append((e["k"], e["metrics"][metric]))
     if not by_proto:
         return None
     fig, axes = plt.subplots(1, len(by_proto), figsize=(6 * len(by_proto), 4.2), squeeze=False)
@@ -165,9 +160,7 @@ def plot_shots(result: ExperimentResult, path: Path, metric: str | None = None) 
     return path
 
 
-def write_run(
-    result: ExperimentResult, runs_dir: str | Path = "runs", config_path: str | Path | None = None
-) -> Path:
+def write_run(result: ExperimentResult, runs_dir: str | Path = "runs", config_path: str | Path | None = None) -> Path:
     """runs/<name>-<time>/: config, versions, results.json / .md and the k-shot plot."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", result.config["name"])

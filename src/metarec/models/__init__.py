@@ -13,6 +13,7 @@ from metarec.models.baselines import (
     PopularityRecommender,
     RandomRecommender,
 )
+from metarec.models.content import ContentKNNRecommender
 
 REGISTRY: dict[str, type[Recommender]] = {
     "random": RandomRecommender,
@@ -20,7 +21,10 @@ REGISTRY: dict[str, type[Recommender]] = {
     "itemknn": ItemKNNRecommender,
     "als": ALSRecommender,
     "bpr": BPRRecommender,
+    "content": ContentKNNRecommender,
 }
+#: models that read item / user text; the experiment hands them the config's [text] table
+TEXT_MODELS = {"content"}
 
 
 def build_model(kind: str, params: dict[str, Any] | None = None, seed: int = 0) -> Recommender:
@@ -32,4 +36,4 @@ def build_model(kind: str, params: dict[str, Any] | None = None, seed: int = 0) 
         raise ConfigError(f"model {kind!r}: {exc}") from None
 
 
-__all__ = ["REGISTRY", "Recommender", "UserState", "build_model"]
+__all__ = ["REGISTRY", "TEXT_MODELS", "Recommender", "UserState", "build_model"]

@@ -99,9 +99,7 @@ class Recommender(ABC):
         row.data[:] = 1.0
         return self.fold_in(row, None, known=False)
 
-    def recommend_for(
-        self, state: UserState, k: int = 10, exclude_seen: bool = True
-    ) -> list[tuple[int, float]]:
+    def recommend_for(self, state: UserState, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
         scores = self.score_state(state)[0].astype(np.float64)
         if exclude_seen:
             scores[state.history[0].indices] = -np.inf

@@ -56,7 +56,7 @@ class EmbeddingCache:
             for shard in sorted(self.dir.glob("shard-*.npz")):
                 with np.load(shard) as z:
                     for k, v in zip(z["keys"], z["vecs"], strict=True):
-                        self._index[bytes(k)] = v
+                        self._index[k.tobytes()] = v
         return self._index
 
     def __len__(self) -> int:
@@ -77,7 +77,8 @@ class EmbeddingCache:
             vecs = self.encoder.encode(list(missing.values()), batch_size, show_progress_bar)
             stats.seconds = time.perf_counter() - t0
             stats.encoded = len(missing)
-            new_keys = np.array(list(missing.keys()), dtype="S20")
+            # raw digest bytes as a uint8 matrix: numpy "S" strings would drop trailing NUL bytes
+            new_keys = np.frombuffer(b"".join(missing), dtype=np.uint8).reshape(len(missing), 20)
             self._write_shard(new_keys, vecs.astype(np.float32))
             for k, v in zip(missing, vecs, strict=True):
                 index[k] = v.astype(np.float32)

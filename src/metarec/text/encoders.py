@@ -70,7 +70,8 @@ class SentenceTransformerEncoder:
                 f"{DEFAULT_MODEL!r} (packaged) or a local path"
             ) from None
         self.name = f"st:{model}"
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
         if len(texts) == 0:

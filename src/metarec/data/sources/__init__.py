@@ -22,9 +22,7 @@ def load_dataset(cfg: dict[str, Any]) -> Dataset:
         if source == "movielens":
             ds = movielens.load(cfg.pop("variant", "ml-100k"), path=cfg.pop("path", None))
         elif source == "amazon":
-            ds = amazon.load(
-                cfg.pop("path"), meta_path=cfg.pop("meta_path", None), name=cfg.pop("name", None)
-            )
+            ds = amazon.load(cfg.pop("path"), meta_path=cfg.pop("meta_path", None), name=cfg.pop("name", None))
         elif source in ("csv", "parquet"):
             ds = tabular.load(**cfg)
             cfg = {}

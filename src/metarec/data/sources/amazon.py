@@ -57,15 +57,11 @@ def load(path: str | Path, meta_path: str | Path | None = None, name: str | None
     for lineno, rec in _records(path):
         missing = [k for k in REQUIRED if k not in rec or rec[k] in (None, "")]
         if missing:
-            raise DataError(
-                f"{path}: line {lineno} lacks {', '.join(missing)} (required: {', '.join(REQUIRED)})"
-            )
+            raise DataError(f"{path}: line {lineno} lacks {', '.join(missing)} (required: {', '.join(REQUIRED)})")
         try:
             rating = float(rec["overall"])
         except (TypeError, ValueError):
-            raise DataError(
-                f"{path}: line {lineno}: 'overall' must be a number, got {rec['overall']!r}"
-            ) from None
+            raise DataError(f"{path}: line {lineno}: 'overall' must be a number, got {rec['overall']!r}") from None
         rows.append(
             (
                 str(rec["reviewerID"]),
@@ -83,9 +79,7 @@ def load(path: str | Path, meta_path: str | Path | None = None, name: str | None
         rows, columns=["user_id", "item_id", "rating", "timestamp", "summary", "review_text", "reviewer_name"]
     )
     users = (
-        inter.groupby("user_id", sort=False)["reviewer_name"]
-        .agg(lambda s: next((x for x in s if x), ""))
-        .reset_index()
+        inter.groupby("user_id", sort=False)["reviewer_name"].agg(lambda s: next((x for x in s if x), "")).reset_index()
     )
     inter = inter.drop(columns="reviewer_name")
     items = pd.DataFrame({"item_id": pd.unique(inter["item_id"])})

@@ -209,9 +209,7 @@ def parse_ml1m(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         rows = [line.split("::") for line in text.splitlines() if line]
         bad = next((i for i, r in enumerate(rows) if len(r) != len(cols)), None)
         if bad is not None:
-            raise DataError(
-                f"{d / name}: line {bad + 1} has {len(rows[bad])} fields, expected {len(cols)} ({cols})"
-            )
+            raise DataError(f"{d / name}: line {bad + 1} has {len(rows[bad])} fields, expected {len(cols)} ({cols})")
         return pd.DataFrame(rows, columns=cols)
 
     inter = dat("ratings.dat", ["user_id", "item_id", "rating", "timestamp"])
@@ -236,9 +234,7 @@ def parse_ml20m(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, None]:
     inter = pd.read_csv(
         d / "ratings.csv", dtype={"userId": str, "movieId": str, "rating": np.float32, "timestamp": np.int64}
     ).rename(columns={"userId": "user_id", "movieId": "item_id"})
-    items = pd.read_csv(d / "movies.csv", dtype=str).rename(
-        columns={"movieId": "item_id", "title": "raw_title"}
-    )
+    items = pd.read_csv(d / "movies.csv", dtype=str).rename(columns={"movieId": "item_id", "title": "raw_title"})
     title, year = _split_title(items["raw_title"])
     genres = items["genres"].str.replace("|", " ").replace("(no genres listed)", "")
     items = pd.DataFrame({"item_id": items["item_id"], "title": title, "year": year, "genres": genres})

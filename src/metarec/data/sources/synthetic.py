@@ -89,6 +89,4 @@ def make(
             if len(seen) >= n:
                 break
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
-    return Dataset.from_frames(
-        name, inter, items, users, extras={"item_topic": item_topic, "user_prefs": prefs}
-    )
+    return Dataset.from_frames(name, inter, items, users, extras={"item_topic": item_topic, "user_prefs": prefs})

@@ -71,8 +71,7 @@ def load(
             if bad.any():
                 line = int(bad.to_numpy().argmax()) + 2  # 1-based + header
                 raise DataError(
-                    f"{interactions}: line {line}, column '{cols[col]}' is not a number: "
-                    f"{inter[col][bad].iloc[0]!r}"
+                    f"{interactions}: line {line}, column '{cols[col]}' is not a number: {inter[col][bad].iloc[0]!r}"
                 )
             inter[col] = num
     if "split" in inter.columns:
@@ -84,9 +83,7 @@ def load(
                 f"found {inter['split'][bad].iloc[0]!r}"
             )
     if (inter["user_id"].astype(str) == "").any() or (inter["item_id"].astype(str) == "").any():
-        line = int(
-            ((inter["user_id"].astype(str) == "") | (inter["item_id"].astype(str) == "")).to_numpy().argmax()
-        )
+        line = int(((inter["user_id"].astype(str) == "") | (inter["item_id"].astype(str) == "")).to_numpy().argmax())
         raise DataError(f"{interactions}: line {line + 2} has an empty user or item id")
     item_df = user_df = None
     if items is not None:
@@ -97,6 +94,4 @@ def load(
         user_df = read_table(users, sep)
         key = user_id_column or cols["user"]
         user_df = _rename(user_df, {"user_id": key}, ["user_id"], str(users)).rename(columns={key: "user_id"})
-    return Dataset.from_frames(
-        name or Path(interactions).stem, inter, item_df, user_df, source=str(interactions)
-    )
+    return Dataset.from_frames(name or Path(interactions).stem, inter, item_df, user_df, source=str(interactions))
