@@ -30,6 +30,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
+	$(BIN)/python benchmarks/bench_embed.py
 	$(BIN)/python benchmarks/bench_evaluate.py
 
 lint: setup

@@ -41,7 +41,13 @@ def evaluate_task(
     item_popularity: np.ndarray | None = None,
     n_train_users: int = 1,
     chunk_elements: int = 1 << 24,
+    seed: int = 0,
 ) -> TaskResult:
+    """Score `model` on `task`.
+
+    Ties are broken in a seeded random order of the candidates, never by item id: dataset ids often
+    follow popularity (MovieLens), so id order would quietly reward any model that outputs ties.
+    """
     name = getattr(model, "display_name", model.name)
     if task.candidates is not None and not model.supports_cold_items:
         return TaskResult(name, task, skipped="cannot score items unseen in training")
@@ -61,12 +67,14 @@ def evaluate_task(
     rec_counts = {k: np.zeros(n_cand, np.int64) for k in ks}
     pop = item_popularity if item_popularity is not None else np.zeros(task.n_items)
     pop_cand = pop if cand is None else pop[cand]
+    perm = np.random.default_rng(seed).permutation(n_cand)  # ranking happens in this column order
+    pop_cand = pop_cand[perm]
     for start in range(0, len(task.users), rows):
         sl = slice(start, start + rows)
         state = model.fold_in(history[sl], task.users[sl], known=not task.cold_users)
-        scores = np.asarray(model.score_state(state, cand), dtype=np.float64)
-        seen = h_cand[sl].toarray().astype(bool)
-        rel = t_cand[sl].toarray().astype(bool) & ~seen
+        scores = np.asarray(model.score_state(state, cand), dtype=np.float64)[:, perm]
+        seen = h_cand[sl].toarray().astype(bool)[:, perm]
+        rel = t_cand[sl].toarray().astype(bool)[:, perm] & ~seen
         scores[seen] = -np.inf
         top = M.topk(scores, max_k)
         hits = np.take_along_axis(rel, top, axis=1)

@@ -132,7 +132,9 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
         task_id = bar.add_task("evaluating", total=None, visible=progress)
         for protocol, params in cfg["protocols"].items():
             t_split = time.perf_counter()
-            folds = list(make_folds(ds, protocol, params, seed))
+            params = dict(params)
+            kind = params.pop("type", protocol)  # two variants of one protocol can run side by side
+            folds = list(make_folds(ds, kind, params, seed))
             timings[f"split:{protocol}"] = time.perf_counter() - t_split
             bar.update(task_id, total=(bar.tasks[0].total or 0) + len(folds) * len(models_cfg))
             for fold in folds:
@@ -153,7 +155,9 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                     key = f"fit:{protocol}:{display}"
                     timings[key] = timings.get(key, 0.0) + time.perf_counter() - t_fit
                     for task in fold.tasks:
-                        r = evaluate_task(model, task, ks, metric_names, pop, n_train_users, int(ev["chunk_elements"]))
+                        r = evaluate_task(
+                            model, task, ks, metric_names, pop, n_train_users, int(ev["chunk_elements"]), seed
+                        )
                         cell = cells.setdefault((protocol, task.k, display), Cell(protocol, task.k, display))
                         cell.add(r)
                         key = f"eval:{protocol}:{display}"
