@@ -138,7 +138,10 @@ def cold_user(
             sup, qry = _shots(test, k, min_query, support, seed + f)
             tusers = np.unique(sup[USER].to_numpy())
             tasks.append(EvalTask("cold-user", f, k, tusers, sup, qry, ds.n_items, cold_users=True))
-        yield Fold("cold-user", f, ds.with_interactions(train), valid_users, tasks=tasks)
+        # meta-valid users' interactions travel with the training set for early stopping only
+        fold_train = ds.with_interactions(train)
+        fold_train = replace(fold_train, extras={**fold_train.extras, "valid": inter[inter[USER].isin(valid_users)]})
+        yield Fold("cold-user", f, fold_train, valid_users, tasks=tasks)
 
 
 def cold_item(
@@ -202,7 +205,10 @@ def cold_both(
             sup = sup[sup[USER].isin(qry[USER].unique())]
             tusers = np.unique(sup[USER].to_numpy())
             tasks.append(EvalTask("cold-both", f, k, tusers, sup, qry, ds.n_items, cold, cold_users=True))
-        yield Fold("cold-both", f, ds.with_interactions(train), valid_users, cold, tasks)
+        fold_train = ds.with_interactions(train)
+        valid = inter[inter[USER].isin(valid_users).to_numpy() & ~is_cold]
+        fold_train = replace(fold_train, extras={**fold_train.extras, "valid": valid})
+        yield Fold("cold-both", f, fold_train, valid_users, cold, tasks)
 
 
 def predefined(ds: Dataset, column: str = "split") -> Fold:

@@ -14,6 +14,7 @@ from metarec.models.baselines import (
     RandomRecommender,
 )
 from metarec.models.content import ContentKNNRecommender
+from metarec.models.meta import MetaRecommender
 
 REGISTRY: dict[str, type[Recommender]] = {
     "random": RandomRecommender,
@@ -22,9 +23,10 @@ REGISTRY: dict[str, type[Recommender]] = {
     "als": ALSRecommender,
     "bpr": BPRRecommender,
     "content": ContentKNNRecommender,
+    "meta": MetaRecommender,
 }
 #: models that read item / user text; the experiment hands them the config's [text] table
-TEXT_MODELS = {"content"}
+TEXT_MODELS = {"content", "meta"}
 
 
 def build_model(kind: str, params: dict[str, Any] | None = None, seed: int = 0) -> Recommender:

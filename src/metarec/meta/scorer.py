@@ -1,0 +1,101 @@
+"""The scorer: a MeLU-style network on LLM vectors, written as pure functions of a parameter dict.
+
+Items:  e_i = X_i W + r_i,   b_i = X_i w + c_i     (X_i: LLM vector of the item's text; r_i, c_i: a
+        learned residual, kept only for items seen in training, so unseen items score from text alone)
+Users:  u = u_0 + T_u P                           (T_u: LLM vector of the user's profile text, if any)
+        h = u + W_2 relu(W_1 u + a_1)             (decision layers, MeLU's "local update" part)
+Score:  s(u, i) = e_i . h + b_i
+
+Pure functions (no nn.Module state) are what torch.func wants: the per-user inner loop is `grad`
+of a loss over the "fast" parameters, `vmap`ped over a batch of users.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Params = dict[str, torch.Tensor]
+
+USER_KEYS = ("u",)
+HEAD_KEYS = ("W1", "a1", "W2")
+
+
+def init_params(
+    n_items: int, dim: int, text_dim: int, user_text_dim: int, hidden: int, seed: int
+) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int, scale: float) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale
+
+    p = {
+        "item_res": rnd(n_items, dim, scale=0.05),
+        "item_bias": torch.zeros(n_items),
+        "user_init": rnd(dim, scale=0.05),
+    }
+    if text_dim:
+        p["text_proj"] = rnd(text_dim, dim, scale=text_dim**-0.5)
+        p["text_bias"] = torch.zeros(text_dim)
+    if user_text_dim:
+        p["profile_proj"] = rnd(user_text_dim, dim, scale=0.1 * user_text_dim**-0.5)
+    if hidden:
+        p["W1"] = rnd(hidden, dim, scale=dim**-0.5)
+        p["a1"] = torch.zeros(hidden)
+        p["W2"] = torch.zeros(dim, hidden)  # starts as the identity map h = u
+    return p
+
+
+def item_table(
+    theta: Params, text: torch.Tensor | None, warm: torch.Tensor, residual_keep: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item vectors and biases for the whole catalogue (one matrix product, shared by all users).
+
+    `warm` (0/1 per item) switches residuals off for items unseen in training; `residual_keep`
+    (training only) drops residuals at random so the text path alone learns to carry items.
+    """
+    keep = warm if residual_keep is None else warm * residual_keep
+    E = theta["item_res"] * keep[:, None]
+    b = theta["item_bias"] * keep
+    if text is not None and "text_proj" in theta:
+        E = E + text @ theta["text_proj"]
+        b = b + text @ theta["text_bias"]
+    return E, b
+
+
+def user_start(theta: Params, n: int, profile: torch.Tensor | None) -> torch.Tensor:
+    u = theta["user_init"].expand(n, -1)
+    if profile is not None and "profile_proj" in theta:
+        u = u + profile @ theta["profile_proj"]
+    return u
+
+
+def logits_one(fast: Params, shared: Params, E: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Scores of one user over all items; head weights come from `fast` if adapted, else `shared`."""
+    h = fast["u"]
+    if "W1" in fast or "W1" in shared:
+        W1 = fast.get("W1", shared.get("W1"))
+        a1 = fast.get("a1", shared.get("a1"))
+        W2 = fast.get("W2", shared.get("W2"))
+        h = h + W2 @ torch.relu(W1 @ h + a1)
+    return E @ h + b
+
+
+def multinomial_nll(lg: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """-mean log softmax probability of the target items (a full-catalogue ranking loss).
+
+    `exclude` items (the support set, when scoring the query) are removed from the softmax, as the
+    evaluation removes them from the ranking.
+    """
+    if exclude is not None:
+        lg = lg.masked_fill(exclude > 0, -1e9)
+    return -(target * torch.log_softmax(lg, dim=-1)).sum(-1) / target.sum(-1).clamp(min=1.0)
+
+
+def batch_nll(lg: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Outer loss of a batch: every held-out interaction weighs the same (as in Mult-VAE).
+
+    Averaging per user instead gives a user with 3 query items the weight of one with 300, which
+    tilts the shared item tables toward light users' blockbusters.
+    """
+    per_user = multinomial_nll(lg, target, exclude) * target.sum(-1)
+    return per_user.sum() / target.sum().clamp(min=1.0)

@@ -1,0 +1,70 @@
+"""Few-shot tasks: each meta-training user becomes a support set of k items and a query set.
+
+Built for a whole batch at once from the CSR interaction matrix (a random key or the time rank per
+interaction, ranked within each row), returned as dense multi-hot rows over the catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+from metarec.data.schema import ITEM, TIME, USER, Dataset
+
+
+def time_rank_matrix(ds: Dataset) -> sp.csr_matrix:
+    """CSR with the same pattern as ds.matrix() whose data is each interaction's rank in time (1-based)."""
+    df = ds.interactions.drop_duplicates([USER, ITEM])
+    df = df.sort_values([USER, TIME] if TIME in df.columns else [USER], kind="stable")
+    rank = df.groupby(USER, sort=False).cumcount().to_numpy() + 1
+    m = sp.csr_matrix((rank.astype(np.float64), (df[USER].to_numpy(), df[ITEM].to_numpy())),
+                      shape=(ds.n_users, ds.n_items))  # fmt: skip
+    m.sort_indices()
+    return m
+
+
+def split_rows(rows: sp.csr_matrix, k: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense (support, query) multi-hot: the k smallest-key items of each row vs the rest."""
+    n, n_items = rows.shape
+    row_of = np.repeat(np.arange(n), np.diff(rows.indptr))
+    order = np.lexsort((keys, row_of))
+    pos = np.empty(len(keys), np.int64)
+    pos[order] = np.arange(len(keys)) - rows.indptr[row_of[order]]
+    sup = np.zeros((n, n_items), np.float32)
+    qry = np.zeros((n, n_items), np.float32)
+    is_sup = pos < k
+    sup[row_of[is_sup], rows.indices[is_sup]] = 1.0
+    qry[row_of[~is_sup], rows.indices[~is_sup]] = 1.0
+    return sup, qry
+
+
+class EpisodeSampler:
+    """Meta-batches of (users, k, support, query); one k per batch, drawn from `shots`."""
+
+    def __init__(self, ranks: sp.csr_matrix, users: np.ndarray, shots: list[int], support: str = "random",
+                 min_query: int = 1, seed: int = 0) -> None:  # fmt: skip
+        if support not in ("random", "earliest"):
+            raise ValueError(f"support must be 'random' or 'earliest', got {support!r}")
+        self.ranks = ranks
+        counts = np.diff(ranks.indptr)
+        self.users = users[counts[users] >= min(shots) + min_query]
+        self.counts = counts
+        self.shots = list(shots)
+        self.support = support
+        self.min_query = min_query
+        self.rng = np.random.default_rng(seed)
+
+    def epoch(self, batch_size: int) -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray]]:
+        perm = self.rng.permutation(self.users)
+        for start in range(0, len(perm), batch_size):
+            k = int(self.rng.choice(self.shots))
+            users = perm[start : start + batch_size]
+            users = users[self.counts[users] >= k + self.min_query]
+            if len(users) == 0:
+                continue
+            rows = self.ranks[users]
+            keys = rows.data if self.support == "earliest" else self.rng.random(rows.nnz)
+            sup, qry = split_rows(rows, k, keys)
+            yield users, k, sup, qry

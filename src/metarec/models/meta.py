@@ -1,0 +1,281 @@
+"""Meta-learned and non-meta neural recommenders on LLM features, behind the Recommender interface.
+
+`algorithm` picks how the network learns:
+- maml / fomaml / metasgd / reptile: meta-trained over few-shot tasks of the training users; a new
+  user is adapted on their support set by the inner loop (a few vectorised gradient steps).
+- global: the same network trained as an ordinary model (a learned vector per training user);
+  a new user gets the shared start vector (plus profile text) and no adaptation.
+- finetune: the global model, then a new user's vector fine-tuned on the support set with the same
+  number of plain gradient steps (transfer learning without meta-training).
+Global weights never change after `fit`; `adapt` returns a per-user state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from metarec.data.schema import USER, Dataset
+from metarec.errors import ConfigError
+from metarec.eval import metrics as M
+from metarec.meta.algorithms import ALGORITHMS, InnerLoop, adapt_batch, adapt_keys, batch_logits, outer_loss
+from metarec.meta.scorer import batch_nll, init_params, item_table, user_start
+from metarec.meta.tasks import EpisodeSampler, split_rows, time_rank_matrix
+from metarec.models.base import Recommender, UserState
+from metarec.models.content import encode_texts, get_encoder
+from metarec.text.templates import item_texts, user_texts
+
+NON_META = ("global", "finetune")
+
+
+class MetaRecommender(Recommender):
+    name = "meta"
+    supports_cold_items = True
+
+    def __init__(
+        self,
+        algorithm: str = "maml",
+        dim: int = 64,
+        hidden: int = 0,
+        adapt: str = "user",
+        inner_steps: int = 3,
+        inner_lr: float = 1.0,
+        inner_reg: float = 0.0,
+        meta_batch: int = 32,
+        epochs: int = 60,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        train_shots: list[int] | None = None,
+        train_support: str = "random",
+        residual_dropout: float = 0.2,
+        use_text: bool = True,
+        text: dict[str, Any] | None = None,
+        item_template: str = "{title}",
+        user_template: str | None = None,
+        valid_k: int = 5,
+        patience: int = 8,
+        threads: int | None = None,
+        verbose: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(seed)
+        if algorithm not in ALGORITHMS + NON_META:
+            raise ConfigError(f"algorithm must be one of {', '.join(ALGORITHMS + NON_META)}, got {algorithm!r}")
+        try:
+            adapt_keys(adapt)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if "head" in adapt and not hidden:
+            raise ConfigError("adapt='head' needs decision layers: set hidden > 0")
+        self.algorithm = algorithm
+        self.dim = dim
+        self.hidden = hidden
+        self.adapt = adapt
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        self.inner_reg = inner_reg
+        self.meta_batch = meta_batch
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.train_shots = list(train_shots or [1, 3, 5, 10, 20])
+        self.train_support = train_support
+        self.residual_dropout = residual_dropout
+        self.use_text = use_text
+        self.text = dict(text or {})
+        self.item_template = item_template
+        self.user_template = user_template
+        self.valid_k = valid_k
+        self.patience = patience
+        self.threads = threads
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ features
+    def _features(self, train: Dataset) -> None:
+        self.item_text_: torch.Tensor | None = None
+        self.user_text_: torch.Tensor | None = None
+        if not self.use_text:
+            return
+        self.encoder_ = get_encoder(self.text)
+        texts = item_texts(train, self.item_template, extra_reviews=train.extras.get("revealed"))
+        self.item_text_ = torch.from_numpy(encode_texts(self.encoder_, texts, self.item_template))
+        if self.user_template:
+            ut = user_texts(train, self.user_template)
+            vecs = encode_texts(self.encoder_, ut, self.user_template)
+            vecs[[not t for t in ut]] = 0.0
+            self.user_text_ = torch.from_numpy(vecs)
+
+    def _inner(self) -> InnerLoop:
+        return InnerLoop(self.inner_steps, self.inner_lr, self.inner_reg, adapt_keys(self.adapt),
+                         first_order=self.algorithm in ("fomaml", "reptile"))  # fmt: skip
+
+    # ------------------------------------------------------------------ training
+    def _fit(self, train: Dataset) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        torch.manual_seed(self.seed)
+        t0 = time.perf_counter()
+        self._features(train)
+        n_items = train.n_items
+        self.warm_ = torch.from_numpy((np.asarray(self.train_matrix_.sum(axis=0)).ravel() > 0).astype(np.float32))
+        text_dim = 0 if self.item_text_ is None else self.item_text_.shape[1]
+        user_text_dim = 0 if self.user_text_ is None else self.user_text_.shape[1]
+        theta = {k: v.requires_grad_() for k, v in
+                 init_params(n_items, self.dim, text_dim, user_text_dim, self.hidden, self.seed).items()}  # fmt: skip
+        inner = self._inner()
+        lrs = {}
+        for k in inner.adapt:
+            shape = theta["user_init"].shape if k == "u" else theta[k].shape
+            lrs[k] = torch.full(shape, float(self.inner_lr), requires_grad=self.algorithm == "metasgd")
+        ranks = time_rank_matrix(train)
+        counts = np.diff(ranks.indptr)
+        users = np.flatnonzero(counts >= 2)
+        valid = self._valid_rows(train, users)
+        if valid is None:  # no meta-valid users given: hold out 10% of the training users
+            rng = np.random.default_rng(self.seed)
+            held = rng.choice(users, max(1, len(users) // 10), replace=False)
+            users = np.setdiff1d(users, held)
+            valid = (ranks[held], held)
+        params = list(theta.values()) + [v for v in lrs.values() if v.requires_grad]
+        user_res = None
+        if self.algorithm in NON_META:
+            user_res = torch.zeros(train.n_users, self.dim, requires_grad=True)
+            params.append(user_res)
+        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        sampler = EpisodeSampler(ranks, users, self.train_shots, self.train_support, seed=self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
+        best, best_score, bad, self.history_ = None, -1.0, 0, []
+        for epoch in range(self.epochs):
+            losses = []
+            if self.algorithm in NON_META:
+                batches = self._global_batches(ranks, users, np.random.default_rng(self.seed + epoch))
+            else:
+                batches = ((u, sup, qry) for u, _, sup, qry in sampler.epoch(self.meta_batch))
+            for bu, sup, qry in batches:
+                keep = (torch.rand(n_items, generator=gen) >= self.residual_dropout).float()
+                E, b = item_table(theta, self.item_text_, self.warm_, keep)
+                prof = None if self.user_text_ is None else self.user_text_[bu]
+                u0 = user_start(theta, len(bu), prof)
+                sup_t, qry_t = torch.from_numpy(sup), torch.from_numpy(qry)
+                if self.algorithm in NON_META:
+                    fast = {"u": u0 + user_res[torch.from_numpy(bu)]}
+                    loss = batch_nll(batch_logits(fast, theta, E, b), qry_t)
+                else:
+                    loss = outer_loss(self.algorithm, theta, lrs, inner, E, b, sup_t, qry_t, u0)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    for v in lrs.values():
+                        v.clamp_(min=0.0)
+                losses.append(loss.item())
+            self.theta_, self.lrs_ = theta, lrs
+            score = self._valid_ndcg(*valid)
+            self.history_.append({"epoch": epoch, "loss": float(np.mean(losses)), "valid_ndcg@10": score})
+            if self.verbose:
+                print(self.history_[-1])
+            if score > best_score:
+                best_score, bad = score, 0
+                best = (
+                    {k: v.detach().clone() for k, v in theta.items()},
+                    {k: v.detach().clone() for k, v in lrs.items()},
+                )
+            else:
+                bad += 1
+                if bad >= self.patience:
+                    break
+        self.theta_ = {k: v.requires_grad_(False) for k, v in best[0].items()}
+        self.lrs_ = best[1]
+        self.user_res_ = None if user_res is None else user_res.detach().clone()
+        self.best_valid_ndcg_ = best_score
+        self.epochs_run_ = len(self.history_)
+        self.train_seconds_ = time.perf_counter() - t0
+        self._cache_items()
+
+    def _global_batches(self, ranks: sp.csr_matrix, users: np.ndarray, rng: np.random.Generator):
+        """Non-meta training: each training user's whole history is the target of their own vector."""
+        perm = rng.permutation(users)
+        for start in range(0, len(perm), self.meta_batch):
+            bu = perm[start : start + self.meta_batch]
+            rows = ranks[bu]
+            sup, qry = split_rows(rows, 0, rows.data)
+            yield bu, sup, qry
+
+    def _valid_rows(self, train: Dataset, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray] | None:
+        valid = train.extras.get("valid")
+        if valid is None or len(valid) == 0:
+            return None
+        vds = train.with_interactions(valid)
+        ranks = time_rank_matrix(vds)
+        vusers = np.unique(valid[USER].to_numpy())
+        return ranks[vusers], vusers
+
+    def _valid_ndcg(self, rows: sp.csr_matrix, vusers: np.ndarray) -> float:
+        """Early-stopping signal: NDCG@10 of meta-valid users from their `valid_k` earliest items."""
+        ok = np.diff(rows.indptr) > self.valid_k
+        rows, vusers = rows[ok], vusers[ok]
+        if len(vusers) == 0:
+            return 0.0
+        sup, qry = split_rows(rows, self.valid_k, rows.data)
+        self._cache_items()  # item tables of the current (not yet best) parameters
+        scores = self._scores(self._adapt_dense(sup, vusers, known=False))
+        scores[sup > 0] = -np.inf
+        rel = qry > 0
+        top = M.topk(scores, 10)
+        return float(M.ranking_metrics(np.take_along_axis(rel, top, 1), rel.sum(1), [10])["ndcg@10"].mean())
+
+    # ------------------------------------------------------------------ inference
+    def _cache_items(self) -> None:
+        with torch.no_grad():
+            theta = {k: v.detach() for k, v in self.theta_.items()}
+            self.item_E_, self.item_b_ = item_table(theta, self.item_text_, self.warm_)
+
+    def _adapt_dense(self, sup: np.ndarray, users: np.ndarray | None, known: bool,
+                     profile: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+        theta = {k: v.detach() for k, v in self.theta_.items()}
+        n = sup.shape[0]
+        if profile is None and self.user_text_ is not None and users is not None:
+            profile = self.user_text_[torch.from_numpy(np.asarray(users))]
+        u0 = user_start(theta, n, profile)
+        if self.algorithm in NON_META:
+            if known and users is not None and self.user_res_ is not None:
+                return {"u": u0 + self.user_res_[torch.from_numpy(np.asarray(users))]}
+            if self.algorithm == "global":
+                return {"u": u0}
+        sup_t = torch.from_numpy(np.ascontiguousarray(sup, dtype=np.float32))
+        with torch.no_grad():
+            fast = adapt_batch(theta, self.lrs_, self._inner(), self.item_E_, self.item_b_, sup_t, u0)
+        return {k: v.detach() for k, v in fast.items()}
+
+    def _scores(self, fast: dict[str, torch.Tensor], items: np.ndarray | None = None) -> np.ndarray:
+        with torch.no_grad():
+            lg = batch_logits(fast, {k: v.detach() for k, v in self.theta_.items()}, self.item_E_, self.item_b_)
+        out = lg.numpy()
+        return out if items is None else out[:, items]
+
+    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None, known: bool = False) -> UserState:
+        history = history.tocsr().astype(np.float32)
+        return UserState(history, self._adapt_dense(history.toarray(), users, known))
+
+    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
+        return self._scores(state.payload, items)
+
+    def adapt(self, support: pd.DataFrame, profile_text: str | None = None) -> UserState:
+        """A new user from a few items and / or a profile text; global weights stay untouched."""
+        state = super().adapt(support)
+        if profile_text and self.user_text_ is not None:
+            vec = torch.from_numpy(encode_texts(self.encoder_, [profile_text], self.user_template or "profile"))
+            state.payload = self._adapt_dense(state.history.toarray(), None, False, profile=vec)
+        return state
+
+    def parameters_dict(self) -> dict[str, torch.Tensor]:
+        out = {f"theta.{k}": v for k, v in self.theta_.items()}
+        out.update({f"lr.{k}": v for k, v in self.lrs_.items()})
+        if self.user_res_ is not None:
+            out["user_res"] = self.user_res_
+        return out
