@@ -138,6 +138,43 @@ def embed(
         )
 
 
+@app.command("train")
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML naming the dataset and model")],
+    model: Annotated[str, typer.Option(help="which [models.<name>] of the config (a meta / neural model)")],
+    out: Annotated[Path | None, typer.Option(help="model directory, default models/<config>-<model>")] = None,
+    verbose: Annotated[bool, typer.Option(help="print each epoch")] = False,
+) -> None:
+    """Train one neural / meta model on the whole dataset and write its artefact directory."""
+    from metarec.config import load_config
+    from metarec.data.sources import load_dataset
+    from metarec.models import TEXT_MODELS, build_model
+    from metarec.models.io import save_model
+
+    try:
+        cfg = load_config(config)
+        if model not in cfg["models"]:
+            raise MetarecError(f"{config} has no [models.{model}]; it has {', '.join(cfg['models'])}")
+        params = dict(cfg["models"][model])
+        kind = params.pop("type", model)
+        if kind != "meta":
+            raise MetarecError(f"[models.{model}] is a {kind!r} model; `train` writes artefacts of meta models")
+        if kind in TEXT_MODELS:
+            params["text"] = {**cfg["text"], **params.get("text", {})}
+        params["verbose"] = verbose
+        ds = load_dataset(cfg["dataset"])
+        t0 = time.perf_counter()
+        fitted = build_model(kind, params, seed=int(cfg["seed"])).fit(ds)
+        fitted.verbose = False
+        dest = save_model(fitted, out or Path("models") / f"{cfg['name']}-{model}", ds, cfg)
+    except MetarecError as exc:
+        _fail(exc)
+    console.print(
+        f"trained {model} ({fitted.algorithm}) on {ds.name} in {time.perf_counter() - t0:.1f}s, "
+        f"{fitted.epochs_run_} epochs, best meta-valid NDCG@10 {fitted.best_valid_ndcg_:.4f}; wrote {dest}"
+    )
+
+
 @app.command("evaluate")
 def evaluate(
     config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML, e.g. configs/ml-100k.toml")],

@@ -41,7 +41,7 @@ def adapt_keys(spec: str) -> tuple[str, ...]:
     parts = {p.strip() for p in spec.split("+")}
     bad = parts - {"user", "head"}
     if bad or not parts:
-        raise ValueError(f"adapt must be 'user', 'head' or 'user+head', got {spec!r}")
+        raise ValueError(f"adapt_params must be 'user', 'head' or 'user+head', got {spec!r}")
     return (("u",) if "user" in parts else ()) + (HEAD_KEYS if "head" in parts else ())
 
 
@@ -49,9 +49,10 @@ def _inner_loss(fast: Params, shared: Params, E: torch.Tensor, b: torch.Tensor, 
                 u0: torch.Tensor, u_fixed: torch.Tensor, reg: float) -> torch.Tensor:  # fmt: skip
     if "u" not in fast:
         fast = {**fast, "u": u_fixed}
-    # scaled by sqrt(k): one item moves the user a little, twenty move it further, as evidence should
-    # (a mean takes equally long steps from one noisy item; a sum overshoots at k = 20)
-    loss = multinomial_nll(logits_one(fast, shared, E, b), sup) * sup.sum().sqrt()
+    # scaled by k^gamma (gamma learned by the second-order algorithms): one item moves the
+    # user a little, twenty further, as evidence should; a plain mean steps as far from one noisy item
+    gamma = shared.get("shot_gamma", 0.0)
+    loss = multinomial_nll(logits_one(fast, shared, E, b), sup) * sup.sum() ** gamma
     if reg and "u" in fast:
         loss = loss + reg * ((fast["u"] - u0) ** 2).sum()
     return loss
@@ -74,7 +75,7 @@ def start_fast(theta: Params, u0: torch.Tensor, inner: InnerLoop) -> tuple[Param
     fast = {k: theta[k].expand(n, *theta[k].shape) for k in inner.adapt if k != "u" and k in theta}
     if "u" in inner.adapt:
         fast["u"] = u0
-    shared = {k: theta[k] for k in HEAD_KEYS if k in theta and k not in fast}
+    shared = {k: theta[k] for k in (*HEAD_KEYS, "shot_gamma") if k in theta and k not in fast}
     return fast, shared
 
 

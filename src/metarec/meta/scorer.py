@@ -32,6 +32,7 @@ def init_params(
         "item_res": rnd(n_items, dim, scale=0.05),
         "item_bias": torch.zeros(n_items),
         "user_init": rnd(dim, scale=0.05),
+        "shot_gamma": torch.tensor(0.5),  # inner step grows as k^gamma with the support size k
     }
     if text_dim:
         p["text_proj"] = rnd(text_dim, dim, scale=text_dim**-0.5)

@@ -42,23 +42,24 @@ class MetaRecommender(Recommender):
         algorithm: str = "maml",
         dim: int = 64,
         hidden: int = 0,
-        adapt: str = "user",
+        adapt_params: str = "user",
         inner_steps: int = 3,
-        inner_lr: float = 1.0,
+        inner_lr: float = 0.1,
         inner_reg: float = 0.0,
+        shot_gamma: float = 0.0,
         meta_batch: int = 32,
-        epochs: int = 60,
-        lr: float = 3e-3,
+        epochs: int = 80,
+        lr: float = 1e-3,
         weight_decay: float = 0.0,
         train_shots: list[int] | None = None,
-        train_support: str = "random",
+        train_support: str = "earliest",
         residual_dropout: float = 0.2,
         use_text: bool = True,
         text: dict[str, Any] | None = None,
         item_template: str = "{title}",
         user_template: str | None = None,
-        valid_k: int = 5,
-        patience: int = 8,
+        valid_k: tuple[int, ...] = (1, 5, 20),
+        patience: int = 10,
         threads: int | None = None,
         verbose: bool = False,
         seed: int = 0,
@@ -67,18 +68,19 @@ class MetaRecommender(Recommender):
         if algorithm not in ALGORITHMS + NON_META:
             raise ConfigError(f"algorithm must be one of {', '.join(ALGORITHMS + NON_META)}, got {algorithm!r}")
         try:
-            adapt_keys(adapt)
+            adapt_keys(adapt_params)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if "head" in adapt and not hidden:
-            raise ConfigError("adapt='head' needs decision layers: set hidden > 0")
+        if "head" in adapt_params and not hidden:
+            raise ConfigError("adapt_params='head' needs decision layers: set hidden > 0")
         self.algorithm = algorithm
         self.dim = dim
         self.hidden = hidden
-        self.adapt = adapt
+        self.adapt_params = adapt_params  # which weights the inner loop adapts per user
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
         self.inner_reg = inner_reg
+        self.shot_gamma = shot_gamma
         self.meta_batch = meta_batch
         self.epochs = epochs
         self.lr = lr
@@ -111,7 +113,7 @@ class MetaRecommender(Recommender):
             self.user_text_ = torch.from_numpy(vecs)
 
     def _inner(self) -> InnerLoop:
-        return InnerLoop(self.inner_steps, self.inner_lr, self.inner_reg, adapt_keys(self.adapt),
+        return InnerLoop(self.inner_steps, self.inner_lr, self.inner_reg, adapt_keys(self.adapt_params),
                          first_order=self.algorithm in ("fomaml", "reptile"))  # fmt: skip
 
     # ------------------------------------------------------------------ training
@@ -125,8 +127,12 @@ class MetaRecommender(Recommender):
         self.warm_ = torch.from_numpy((np.asarray(self.train_matrix_.sum(axis=0)).ravel() > 0).astype(np.float32))
         text_dim = 0 if self.item_text_ is None else self.item_text_.shape[1]
         user_text_dim = 0 if self.user_text_ is None else self.user_text_.shape[1]
-        theta = {k: v.requires_grad_() for k, v in
-                 init_params(n_items, self.dim, text_dim, user_text_dim, self.hidden, self.seed).items()}  # fmt: skip
+        theta = init_params(n_items, self.dim, text_dim, user_text_dim, self.hidden, self.seed)
+        theta["shot_gamma"] = torch.tensor(float(self.shot_gamma))
+        # start from popularity (log counts): the strongest single cold-start signal, refined from there
+        counts = np.asarray(self.train_matrix_.sum(axis=0)).ravel()
+        theta["item_bias"] = torch.from_numpy(np.log1p(counts) - np.log1p(counts).mean()).float()
+        theta = {k: v.requires_grad_() for k, v in theta.items()}
         inner = self._inner()
         lrs = {}
         for k in inner.adapt:
@@ -216,18 +222,20 @@ class MetaRecommender(Recommender):
         return ranks[vusers], vusers
 
     def _valid_ndcg(self, rows: sp.csr_matrix, vusers: np.ndarray) -> float:
-        """Early-stopping signal: NDCG@10 of meta-valid users from their `valid_k` earliest items."""
-        ok = np.diff(rows.indptr) > self.valid_k
-        rows, vusers = rows[ok], vusers[ok]
-        if len(vusers) == 0:
-            return 0.0
-        sup, qry = split_rows(rows, self.valid_k, rows.data)
+        """Early-stopping signal: NDCG@10 of meta-valid users from their k earliest items, mean over k."""
         self._cache_items()  # item tables of the current (not yet best) parameters
-        scores = self._scores(self._adapt_dense(sup, vusers, known=False))
-        scores[sup > 0] = -np.inf
-        rel = qry > 0
-        top = M.topk(scores, 10)
-        return float(M.ranking_metrics(np.take_along_axis(rel, top, 1), rel.sum(1), [10])["ndcg@10"].mean())
+        out = []
+        for k in np.atleast_1d(self.valid_k):
+            ok = np.diff(rows.indptr) > k
+            if not ok.any():
+                continue
+            sup, qry = split_rows(rows[ok], int(k), rows[ok].data)
+            scores = self._scores(self._adapt_dense(sup, vusers[ok], known=False))
+            scores[sup > 0] = -np.inf
+            rel = qry > 0
+            top = M.topk(scores, 10)
+            out.append(M.ranking_metrics(np.take_along_axis(rel, top, 1), rel.sum(1), [10])["ndcg@10"].mean())
+        return float(np.mean(out)) if out else 0.0
 
     # ------------------------------------------------------------------ inference
     def _cache_items(self) -> None:
