@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
         "main_metric": "ndcg@10",
         "report_metrics": ["ndcg@10", "recall@10", "hr@10"],
         "compare_to": "popularity",
+        "compare_to_best": [],  # per protocol cell, compare every model with the best of these
         "bootstrap": 2000,
         "chunk_elements": 1 << 24,
     },

@@ -75,12 +75,23 @@ class ExperimentResult:
     def cell(self, label: str, model: str) -> Cell | None:
         return next((c for c in self.cells.values() if c.label == label and c.model == model), None)
 
+    def _best_of(self, label: str) -> str | None:
+        """The best model by the main metric among `compare_to_best` (e.g. every non-meta model)."""
+        main = self.config["evaluation"]["main_metric"]
+        scored = [
+            (float(np.mean(c.values(main))), c.model)
+            for m in self.config["evaluation"]["compare_to_best"]
+            if (c := self.cell(label, m)) is not None and not c.skipped and len(c.values(main))
+        ]
+        return max(scored)[1] if scored else None
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready: mean / 95% CI / n per metric, plus paired comparisons to the reference model."""
         if self._summary is not None:  # bootstrap is not free; every report reads the same summary
             return self._summary
         ev = self.config["evaluation"]
-        ref = ev.get("compare_to")
+        refs = ev.get("compare_to") or []
+        refs = [refs] if isinstance(refs, str) else list(refs)
         out: dict[str, Any] = {}
         for cell in self.cells.values():
             entry: dict[str, Any] = {"protocol": cell.protocol, "k": cell.k, "model": cell.model}
@@ -91,12 +102,16 @@ class ExperimentResult:
                 entry["metrics"] = {m: mean_ci(cell.values(m)).as_dict() for m in cell.per_user}
                 entry["aggregate"] = {m: float(np.mean(v)) for m, v in cell.aggregate.items()}
                 entry["eval_seconds"] = cell.eval_seconds
-                base = self.cell(cell.label, ref) if ref else None
-                if base is not None and base is not cell and not base.skipped:
+                for r in [*refs, *([self._best_of(cell.label)] if ev.get("compare_to_best") else [])]:
+                    base = self.cell(cell.label, r) if r else None
+                    if base is None or base is cell or base.skipped:
+                        continue
                     main = ev["main_metric"]
                     a, b = cell.values(main), base.values(main)
                     if len(a) == len(b) and np.array_equal(np.concatenate(cell.users), np.concatenate(base.users)):
-                        entry["vs_" + ref] = {
+                        key = "vs_best" if r not in refs else "vs_" + r
+                        entry[key] = {
+                            "reference": r,
                             "metric": main,
                             "diff": paired_bootstrap(a, b, "diff", ev["bootstrap"], seed=0).as_dict(),
                             "ratio": paired_bootstrap(a, b, "ratio", ev["bootstrap"], seed=0).as_dict(),

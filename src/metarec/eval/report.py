@@ -69,12 +69,19 @@ def print_tables(result: ExperimentResult, console: Console | None = None) -> No
     summary = result.summary()
     for metric in result.config["evaluation"]["report_metrics"]:
         rows = label_table(summary, metric)
-        table = Table(title=f"{result.config['name']}: {metric} (mean ± 95% CI over users)")
-        for h in rows[0]:
-            table.add_column(h, justify="left" if h == "protocol" else "right", no_wrap=True)
-        for r in rows[1:]:
-            table.add_row(*r)
-        console.print(table)
+        label_w = max(len(r[0]) for r in rows) + 3
+        per_table = max(1, (console.width - label_w) // 19)  # a cell "0.5171 ± 0.0185" + borders
+        models = rows[0][1:]
+        for start in range(0, len(models), per_table):
+            cols = slice(1 + start, 1 + start + per_table)
+            part = f" ({start // per_table + 1}/{-(-len(models) // per_table)})" if len(models) > per_table else ""
+            table = Table(title=f"{result.config['name']}: {metric} (mean ± 95% CI over users){part}")
+            table.add_column("protocol", no_wrap=True)
+            for h in rows[0][cols]:
+                table.add_column(h, justify="right", no_wrap=True)
+            for r in rows[1:]:
+                table.add_row(r[0], *r[cols])
+            console.print(table)
     skipped = {(lab, m): e["skipped"] for lab, cells in summary.items() for m, e in cells.items() if "skipped" in e}
     if skipped:
         console.print(
@@ -96,17 +103,29 @@ def markdown(result: ExperimentResult) -> str:
     ]
     for metric in cfg["evaluation"]["report_metrics"]:
         parts += [f"## {metric}", "", _md(metric_table(summary, metric)), ""]
-    ref = cfg["evaluation"].get("compare_to")
+    refs = cfg["evaluation"].get("compare_to") or []
+    refs = [refs] if isinstance(refs, str) else list(refs)
     main = cfg["evaluation"]["main_metric"]
-    comp = [["protocol", "model", f"{main} ratio to {ref}", "95% paired bootstrap"]]
+    for ref in refs:
+        comp = [["protocol", "model", f"{main} ratio to {ref}", "95% paired bootstrap"]]
+        for lab, cells in summary.items():
+            for model, e in cells.items():
+                c = e.get(f"vs_{ref}")
+                if c:
+                    r = c["ratio"]
+                    comp.append([lab, model, f"{r['mean']:.3f}", f"[{r['low']:.3f}, {r['high']:.3f}]"])
+        if len(comp) > 1:
+            parts += [f"## Paired comparison with {ref}", "", _md(comp), ""]
+    comp = [["protocol", "model", "best of the others", f"{main} ratio", "95% paired bootstrap"]]
     for lab, cells in summary.items():
         for model, e in cells.items():
-            c = e.get(f"vs_{ref}")
-            if c:
+            c = e.get("vs_best")
+            if c and model not in cfg["evaluation"]["compare_to_best"]:
                 r = c["ratio"]
-                comp.append([lab, model, f"{r['mean']:.3f}", f"[{r['low']:.3f}, {r['high']:.3f}]"])
+                comp.append([lab, model, c["reference"], f"{r['mean']:.3f}", f"[{r['low']:.3f}, {r['high']:.3f}]"])
     if len(comp) > 1:
-        parts += [f"## Paired comparison with {ref}", "", _md(comp), ""]
+        listed = ", ".join(cfg["evaluation"]["compare_to_best"])
+        parts += [f"## Paired comparison with the best of {listed}", "", _md(comp), ""]
     parts += ["## All metrics", ""]
     for lab, cells in summary.items():
         metrics = list(dict.fromkeys(m for e in cells.values() for m in e.get("metrics", {})))

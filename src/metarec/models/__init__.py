@@ -32,8 +32,10 @@ TEXT_MODELS = {"content", "meta"}
 def build_model(kind: str, params: dict[str, Any] | None = None, seed: int = 0) -> Recommender:
     if kind not in REGISTRY:
         raise ConfigError(f"unknown model {kind!r}; available: {', '.join(sorted(REGISTRY))}")
+    params = dict(params or {})
+    seed = int(params.pop("seed", seed))  # a model's own seed in the config wins over the run's
     try:
-        return REGISTRY[kind](seed=seed, **(params or {}))
+        return REGISTRY[kind](seed=seed, **params)
     except TypeError as exc:
         raise ConfigError(f"model {kind!r}: {exc}") from None
 
