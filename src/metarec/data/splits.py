@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from metarec.data.schema import ITEM, TIME, USER, Dataset
+from metarec.data.schema import ITEM, RATING, TIME, USER, Dataset
 from metarec.errors import ConfigError
 
 PROTOCOLS = ("warm", "cold-user", "cold-item", "cold-both", "predefined")
@@ -33,19 +33,28 @@ class EvalTask:
     n_items: int
     candidates: np.ndarray | None = None  # restrict ranking to these items (cold-item); None = catalogue
     cold_users: bool = False  # users unseen in training: models must fold them in from `support`
+    explicit: bool = False  # MeLU protocol: predict / order the query ratings instead of ranking the catalogue
 
     @property
     def label(self) -> str:
         return self.protocol if self.k is None else f"{self.protocol}@{self.k}"
 
-    def _matrix(self, df: pd.DataFrame) -> sp.csr_matrix:
+    def _matrix(self, df: pd.DataFrame, values: str | None = None) -> sp.csr_matrix:
         row = pd.Index(self.users).get_indexer(df[USER].to_numpy())
-        m = sp.csr_matrix(
-            (np.ones(len(df), np.float32), (row, df[ITEM].to_numpy())), shape=(len(self.users), self.n_items)
-        )
+        data = np.ones(len(df), np.float32) if values is None else df[values].to_numpy(np.float32)
+        m = sp.csr_matrix((data, (row, df[ITEM].to_numpy())), shape=(len(self.users), self.n_items))
         m.sum_duplicates()
-        m.data[:] = 1.0
+        if values is None:
+            m.data[:] = 1.0
         return m
+
+    @property
+    def history_ratings(self) -> sp.csr_matrix:
+        return self._matrix(self.support, RATING)
+
+    @property
+    def target_ratings(self) -> sp.csr_matrix:
+        return self._matrix(self.query, RATING)
 
     @property
     def history(self) -> sp.csr_matrix:
@@ -120,8 +129,15 @@ def cold_user(
     support: str = "earliest",
     seed: int = 0,
     folds: list[int] | None = None,
+    explicit: bool = False,
 ) -> Iterator[Fold]:
-    """User-level K-fold: each fold's test users are unseen in training and known by k shots."""
+    """User-level K-fold: each fold's test users are unseen in training and known by k shots.
+
+    `explicit=True` is MeLU's protocol: models predict the ratings of the query items (MAE / RMSE)
+    and order them (nDCG@k with the ratings as gains) instead of ranking the whole catalogue.
+    """
+    if explicit and not ds.has_ratings:
+        raise ConfigError("explicit=true needs a rating column in the interactions")
     users = np.unique(ds.interactions[USER].to_numpy())
     chunks = _chunks(users, n_folds, seed)
     n_valid = round(valid_ratio * len(users))
@@ -137,7 +153,7 @@ def cold_user(
         for k in shots:
             sup, qry = _shots(test, k, min_query, support, seed + f)
             tusers = np.unique(sup[USER].to_numpy())
-            tasks.append(EvalTask("cold-user", f, k, tusers, sup, qry, ds.n_items, cold_users=True))
+            tasks.append(EvalTask("cold-user", f, k, tusers, sup, qry, ds.n_items, cold_users=True, explicit=explicit))
         # meta-valid users' interactions travel with the training set for early stopping only
         fold_train = ds.with_interactions(train)
         fold_train = replace(fold_train, extras={**fold_train.extras, "valid": inter[inter[USER].isin(valid_users)]})

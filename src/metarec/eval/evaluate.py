@@ -53,6 +53,8 @@ def evaluate_task(
         return TaskResult(name, task, skipped="cannot score items unseen in training")
     if task.cold_users and not model.supports_cold_users:
         return TaskResult(name, task, skipped="cannot fold in unseen users")
+    if task.explicit:
+        return _evaluate_explicit(model, task, name, chunk_elements)
     t0 = time.perf_counter()
     cand = task.candidates
     n_cand = task.n_items if cand is None else len(cand)
@@ -94,3 +96,38 @@ def evaluate_task(
     per_user = {k: np.concatenate(v) for k, v in parts.items()}
     aggregate = {f"coverage@{k}": M.coverage(rec_counts[k], n_cand) for k in ks} if "coverage" in metrics else {}
     return TaskResult(name, task, per_user, aggregate, seconds=time.perf_counter() - t0)
+
+
+def _evaluate_explicit(model: Recommender, task: EvalTask, name: str, chunk_elements: int,
+                       ks: tuple[int, ...] = (1, 3)) -> TaskResult:  # fmt: skip
+    """MeLU's protocol: order each user's query items by score (nDCG@k, ratings as linear gains),
+    and for models that predict ratings, MAE and RMSE over the query ratings."""
+    t0 = time.perf_counter()
+    rates = getattr(model, "predicts_ratings", False)
+    history = task.history_ratings if rates else task.history
+    truth = task.target_ratings
+    rows = max(1, chunk_elements // max(1, task.n_items))
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(task.users), rows):
+        sl = slice(start, start + rows)
+        state = model.fold_in(history[sl], task.users[sl], known=not task.cold_users)
+        scores = np.asarray(model.score_state(state), dtype=np.float64)
+        r = truth[sl].toarray().astype(np.float64)
+        q = r > 0
+        ranked = np.where(q, scores, -np.inf)
+        for k in ks:
+            top = M.topk(ranked, k)
+            gains = np.take_along_axis(r, top, axis=1)
+            disc = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+            ideal = (-np.sort(-r, axis=1)[:, :k] * disc).sum(1)
+            dcg = (gains * disc).sum(1)
+            parts.setdefault(f"ndcg@{k}", []).append(
+                np.divide(dcg, ideal, out=np.full(len(r), np.nan), where=ideal > 0)
+            )
+        if rates:
+            err = np.where(q, scores - r, 0.0)
+            n = np.maximum(q.sum(1), 1)
+            parts.setdefault("mae", []).append(np.abs(err).sum(1) / n)
+            parts.setdefault("rmse", []).append(np.sqrt((err**2).sum(1) / n))
+    per_user = {k: np.concatenate(v) for k, v in parts.items()}
+    return TaskResult(name, task, per_user, {}, seconds=time.perf_counter() - t0)

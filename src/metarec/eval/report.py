@@ -26,8 +26,8 @@ def _fmt(entry: dict[str, Any] | None, metric: str) -> str:
     if "skipped" in entry:
         return "n/a"
     m = entry["metrics"].get(metric) or {}
-    if not m:
-        return ""
+    if not m:  # e.g. MAE of a model that ranks but predicts no rating
+        return "n/a"
     return f"{m['mean']:.4f} ± {(m['high'] - m['low']) / 2:.4f}"
 
 

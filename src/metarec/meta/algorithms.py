@@ -22,7 +22,7 @@ from functools import partial
 import torch
 from torch.func import grad, vmap
 
-from metarec.meta.scorer import HEAD_KEYS, Params, batch_nll, logits_one, multinomial_nll
+from metarec.meta.scorer import HEAD_KEYS, Params, logits_one, multinomial_nll, rating_mse, task_loss
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile")
 
@@ -34,6 +34,7 @@ class InnerLoop:
     reg: float = 0.0  # pulls the adapted user vector toward its start (a prior for tiny support sets)
     adapt: tuple[str, ...] = ("u",)  # "u" and / or the head keys W1, a1, W2
     first_order: bool = False
+    objective: str = "ranking"  # or "rating": support / query rows then hold ratings (0 = unrated)
 
 
 def adapt_keys(spec: str) -> tuple[str, ...]:
@@ -46,9 +47,12 @@ def adapt_keys(spec: str) -> tuple[str, ...]:
 
 
 def _inner_loss(fast: Params, shared: Params, E: torch.Tensor, b: torch.Tensor, sup: torch.Tensor,
-                u0: torch.Tensor, u_fixed: torch.Tensor, reg: float) -> torch.Tensor:  # fmt: skip
+                u0: torch.Tensor, u_fixed: torch.Tensor, reg: float, objective: str) -> torch.Tensor:  # fmt: skip
     if "u" not in fast:
         fast = {**fast, "u": u_fixed}
+    if objective == "rating":
+        loss = rating_mse(logits_one(fast, shared, E, b), sup)
+        return loss + reg * ((fast["u"] - u0) ** 2).sum() if reg and "u" in fast else loss
     # scaled by k^gamma (gamma learned by the second-order algorithms): one item moves the
     # user a little, twenty further, as evidence should; a plain mean steps as far from one noisy item
     gamma = shared.get("shot_gamma", 0.0)
@@ -58,11 +62,11 @@ def _inner_loss(fast: Params, shared: Params, E: torch.Tensor, b: torch.Tensor, 
     return loss
 
 
-def _adapt_one(fast: Params, shared: Params, E: torch.Tensor, b: torch.Tensor, sup: torch.Tensor,
-               u0: torch.Tensor, lrs: Params, steps: int, reg: float, first_order: bool) -> Params:  # fmt: skip
+def _adapt_one(fast: Params, shared: Params, E: torch.Tensor, b: torch.Tensor, sup: torch.Tensor, u0: torch.Tensor,
+               lrs: Params, steps: int, reg: float, first_order: bool, objective: str) -> Params:  # fmt: skip
     u_fixed = u0
     for _ in range(steps):
-        g = grad(_inner_loss)(fast, shared, E, b, sup, u0, u_fixed, reg)
+        g = grad(_inner_loss)(fast, shared, E, b, sup, u0, u_fixed, reg, objective)
         if first_order:
             g = {k: v.detach() for k, v in g.items()}
         fast = {k: fast[k] - lrs[k] * g[k] for k in fast}
@@ -85,7 +89,8 @@ def adapt_batch(theta: Params, lrs: Params, inner: InnerLoop, E: torch.Tensor, b
     """Adapt every user of the batch on its support multi-hot row; returns batched fast weights."""
     fast, shared = start_fast(theta, u0, inner)
     fo = inner.first_order if first_order is None else first_order
-    fn = partial(_adapt_one, steps=inner.steps if steps is None else steps, reg=inner.reg, first_order=fo)
+    fn = partial(_adapt_one, steps=inner.steps if steps is None else steps, reg=inner.reg, first_order=fo,
+                 objective=inner.objective)  # fmt: skip
     lr_map = {k: lrs[k] for k in fast}
     out = vmap(fn, in_dims=(0, None, None, None, 0, 0, None))(fast, shared, E, b, sup, u0, lr_map)
     if "u" not in out:
@@ -101,18 +106,16 @@ def batch_logits(fast: Params, theta: Params, E: torch.Tensor, b: torch.Tensor) 
 def outer_loss(algorithm: str, theta: Params, lrs: Params, inner: InnerLoop, E: torch.Tensor, b: torch.Tensor,
                sup: torch.Tensor, qry: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """The meta-objective for one meta-batch; `.backward()` on it updates the initialisation."""
-    if algorithm in ("maml", "metasgd"):
-        fast = adapt_batch(theta, lrs, inner, E, b, sup, u0, first_order=False)
-        return batch_nll(batch_logits(fast, theta, E, b), qry, exclude=sup)
-    if algorithm == "fomaml":
-        fast = adapt_batch(theta, lrs, inner, E, b, sup, u0, first_order=True)
-        return batch_nll(batch_logits(fast, theta, E, b), qry, exclude=sup)
+    obj = inner.objective
+    if algorithm in ("maml", "metasgd", "fomaml"):
+        fast = adapt_batch(theta, lrs, inner, E, b, sup, u0, first_order=algorithm == "fomaml")
+        return task_loss(obj, batch_logits(fast, theta, E, b), qry, exclude=sup)
     if algorithm == "reptile":
-        both = torch.clamp(sup + qry, max=1.0)
+        both = sup + qry if obj == "rating" else torch.clamp(sup + qry, max=1.0)
         fast = adapt_batch(theta, lrs, inner, E, b, both, u0, first_order=True)
         fixed = {k: v.detach() for k, v in fast.items()}
         # shared item tables: query loss at the adapted point; init: pulled toward the adapted weights
-        task = batch_nll(batch_logits(fixed, theta, E, b), qry, exclude=sup)
+        task = task_loss(obj, batch_logits(fixed, theta, E, b), qry, exclude=sup)
         start, _ = start_fast(theta, u0, inner)
         pull = sum(0.5 * ((start[k] - fixed[k]) ** 2).sum(dim=tuple(range(1, start[k].dim()))).mean() for k in start)
         return task + pull

@@ -100,3 +100,19 @@ def batch_nll(lg: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | No
     """
     per_user = multinomial_nll(lg, target, exclude) * target.sum(-1)
     return per_user.sum() / target.sum().clamp(min=1.0)
+
+
+def rating_mse(pred: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+    """Squared error over the rated items only (`ratings` is 0 where an item is not rated)."""
+    mask = (ratings > 0).to(pred.dtype)
+    return (((pred - ratings) ** 2) * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
+def task_loss(
+    objective: str, lg: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Batch loss: full-catalogue ranking (multi-hot target) or rating regression (rating target)."""
+    if objective == "rating":
+        mask = (target > 0).to(lg.dtype)
+        return (rating_mse(lg, target) * mask.sum(-1)).sum() / mask.sum().clamp(min=1.0)
+    return batch_nll(lg, target, exclude)

@@ -10,6 +10,7 @@ from metarec.models.baselines import (
     ALSRecommender,
     BPRRecommender,
     ItemKNNRecommender,
+    ItemMeanRecommender,
     PopularityRecommender,
     RandomRecommender,
 )
@@ -20,6 +21,7 @@ REGISTRY: dict[str, type[Recommender]] = {
     "random": RandomRecommender,
     "popularity": PopularityRecommender,
     "itemknn": ItemKNNRecommender,
+    "itemmean": ItemMeanRecommender,
     "als": ALSRecommender,
     "bpr": BPRRecommender,
     "content": ContentKNNRecommender,

@@ -91,12 +91,12 @@ class Recommender(ABC):
         items = support[ITEM].to_numpy(np.int64)
         if len(items) and (items.min() < 0 or items.max() >= self.n_items_):
             raise MetarecError(f"support names items outside 0..{self.n_items_ - 1}")
-        row = sp.csr_matrix(
-            (np.ones(len(items), np.float32), (np.zeros(len(items), np.int64), items)),
-            shape=(1, self.n_items_),
-        )
+        rated = getattr(self, "predicts_ratings", False) and "rating" in support.columns
+        data = support["rating"].to_numpy(np.float32) if rated else np.ones(len(items), np.float32)
+        row = sp.csr_matrix((data, (np.zeros(len(items), np.int64), items)), shape=(1, self.n_items_))
         row.sum_duplicates()
-        row.data[:] = 1.0
+        if not rated:
+            row.data[:] = 1.0
         return self.fold_in(row, None, known=False)
 
     def recommend_for(self, state: UserState, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:

@@ -24,7 +24,7 @@ from metarec.data.schema import USER, Dataset
 from metarec.errors import ConfigError
 from metarec.eval import metrics as M
 from metarec.meta.algorithms import ALGORITHMS, InnerLoop, adapt_batch, adapt_keys, batch_logits, outer_loss
-from metarec.meta.scorer import batch_nll, init_params, item_table, user_start
+from metarec.meta.scorer import init_params, item_table, task_loss, user_start
 from metarec.meta.tasks import EpisodeSampler, split_rows, time_rank_matrix
 from metarec.models.base import Recommender, UserState
 from metarec.models.content import encode_texts, get_encoder
@@ -40,6 +40,7 @@ class MetaRecommender(Recommender):
     def __init__(
         self,
         algorithm: str = "maml",
+        objective: str = "ranking",
         dim: int = 64,
         hidden: int = 0,
         adapt_params: str = "user",
@@ -73,7 +74,10 @@ class MetaRecommender(Recommender):
             raise ConfigError(str(exc)) from None
         if "head" in adapt_params and not hidden:
             raise ConfigError("adapt_params='head' needs decision layers: set hidden > 0")
+        if objective not in ("ranking", "rating"):
+            raise ConfigError(f"objective must be 'ranking' (implicit) or 'rating' (explicit, MSE), got {objective!r}")
         self.algorithm = algorithm
+        self.objective = objective
         self.dim = dim
         self.hidden = hidden
         self.adapt_params = adapt_params  # which weights the inner loop adapts per user
@@ -114,7 +118,11 @@ class MetaRecommender(Recommender):
 
     def _inner(self) -> InnerLoop:
         return InnerLoop(self.inner_steps, self.inner_lr, self.inner_reg, adapt_keys(self.adapt_params),
-                         first_order=self.algorithm in ("fomaml", "reptile"))  # fmt: skip
+                         first_order=self.algorithm in ("fomaml", "reptile"), objective=self.objective)  # fmt: skip
+
+    @property
+    def predicts_ratings(self) -> bool:
+        return self.objective == "rating"
 
     # ------------------------------------------------------------------ training
     def _fit(self, train: Dataset) -> None:
@@ -131,7 +139,12 @@ class MetaRecommender(Recommender):
         theta["shot_gamma"] = torch.tensor(float(self.shot_gamma))
         # start from popularity (log counts): the strongest single cold-start signal, refined from there
         counts = np.asarray(self.train_matrix_.sum(axis=0)).ravel()
-        theta["item_bias"] = torch.from_numpy(np.log1p(counts) - np.log1p(counts).mean()).float()
+        if self.objective == "rating":  # start from the (shrunk) item means, the classic strong baseline
+            sums = np.asarray(train.matrix(binary=False).sum(axis=0)).ravel()
+            mu = sums.sum() / max(1.0, counts.sum())
+            theta["item_bias"] = torch.from_numpy((sums + 5 * mu) / (counts + 5)).float()
+        else:
+            theta["item_bias"] = torch.from_numpy(np.log1p(counts) - np.log1p(counts).mean()).float()
         theta = {k: v.requires_grad_() for k, v in theta.items()}
         inner = self._inner()
         lrs = {}
@@ -139,9 +152,13 @@ class MetaRecommender(Recommender):
             shape = theta["user_init"].shape if k == "u" else theta[k].shape
             lrs[k] = torch.full(shape, float(self.inner_lr), requires_grad=self.algorithm == "metasgd")
         ranks = time_rank_matrix(train)
+        ratings = train.matrix(binary=False) if self.objective == "rating" else None
         counts = np.diff(ranks.indptr)
         users = np.flatnonzero(counts >= 2)
         valid = self._valid_rows(train, users)
+        if self.objective == "rating":
+            vint = train.extras.get("valid")
+            self._valid_ratings_ = (train if vint is None else train.with_interactions(vint)).matrix(binary=False)
         if valid is None:  # no meta-valid users given: hold out 10% of the training users
             rng = np.random.default_rng(self.seed)
             held = rng.choice(users, max(1, len(users) // 10), replace=False)
@@ -155,7 +172,7 @@ class MetaRecommender(Recommender):
         opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         sampler = EpisodeSampler(ranks, users, self.train_shots, self.train_support, seed=self.seed)
         gen = torch.Generator().manual_seed(self.seed)
-        best, best_score, bad, self.history_ = None, -1.0, 0, []
+        best, best_score, bad, self.history_ = None, -np.inf, 0, []
         for epoch in range(self.epochs):
             losses = []
             if self.algorithm in NON_META:
@@ -167,10 +184,13 @@ class MetaRecommender(Recommender):
                 E, b = item_table(theta, self.item_text_, self.warm_, keep)
                 prof = None if self.user_text_ is None else self.user_text_[bu]
                 u0 = user_start(theta, len(bu), prof)
+                if ratings is not None:  # explicit: rows carry the ratings, 0 = unrated
+                    vals = ratings[bu].toarray().astype(np.float32)
+                    sup, qry = sup * vals, qry * vals
                 sup_t, qry_t = torch.from_numpy(sup), torch.from_numpy(qry)
                 if self.algorithm in NON_META:
                     fast = {"u": u0 + user_res[torch.from_numpy(bu)]}
-                    loss = batch_nll(batch_logits(fast, theta, E, b), qry_t)
+                    loss = task_loss(self.objective, batch_logits(fast, theta, E, b), qry_t)
                 else:
                     loss = outer_loss(self.algorithm, theta, lrs, inner, E, b, sup_t, qry_t, u0)
                 opt.zero_grad()
@@ -216,13 +236,12 @@ class MetaRecommender(Recommender):
         valid = train.extras.get("valid")
         if valid is None or len(valid) == 0:
             return None
-        vds = train.with_interactions(valid)
-        ranks = time_rank_matrix(vds)
         vusers = np.unique(valid[USER].to_numpy())
-        return ranks[vusers], vusers
+        return time_rank_matrix(train.with_interactions(valid))[vusers], vusers
 
     def _valid_ndcg(self, rows: sp.csr_matrix, vusers: np.ndarray) -> float:
-        """Early-stopping signal: NDCG@10 of meta-valid users from their k earliest items, mean over k."""
+        """Early-stopping signal on meta-valid users from their k earliest items, mean over k:
+        NDCG@10 over the catalogue, or for the rating objective minus the query RMSE."""
         self._cache_items()  # item tables of the current (not yet best) parameters
         out = []
         for k in np.atleast_1d(self.valid_k):
@@ -230,6 +249,12 @@ class MetaRecommender(Recommender):
             if not ok.any():
                 continue
             sup, qry = split_rows(rows[ok], int(k), rows[ok].data)
+            if self.objective == "rating":
+                vals = self._valid_ratings_[vusers[ok]].toarray()
+                pred = self._scores(self._adapt_dense(sup * vals, vusers[ok], known=False))
+                mask = qry > 0
+                out.append(-float(np.sqrt((((pred - vals) ** 2) * mask).sum() / mask.sum())))
+                continue
             scores = self._scores(self._adapt_dense(sup, vusers[ok], known=False))
             scores[sup > 0] = -np.inf
             rel = qry > 0
