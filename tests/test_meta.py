@@ -145,3 +145,32 @@ def test_artifact_round_trip(tmp_path, maml, fold):
     )
     assert loaded.recommend(0, 5) == maml.recommend(0, 5)
     assert info["item_ids"][0] == fold.train.items["item_id"][0]
+
+
+def test_explicit_protocol_rating_models(synth):
+    """MeLU's protocol: rating predictors get MAE / RMSE; every model gets nDCG within the query."""
+    fold = next(cold_user(synth, shots=[5], n_folds=3, seed=0, explicit=True))
+    task = fold.tasks[0]
+    mean = build_model("itemmean").fit(fold.train)
+    res = evaluate_task(mean, task)
+    assert {"mae", "rmse", "ndcg@1", "ndcg@3"} <= set(res.per_user)
+    glob = float(fold.train.interactions["rating"].mean())
+    truth = task.query.groupby("user")["rating"]
+    naive = (truth.apply(lambda r: np.abs(r - glob).mean())).mean()
+    assert res.per_user["mae"].mean() < naive  # item means beat the global mean
+    pop = evaluate_task(build_model("popularity").fit(fold.train), task)
+    assert "mae" not in pop.per_user and 0 < pop.per_user["ndcg@3"].mean() <= 1
+    meta = build_model("meta", {**FAST, "objective": "rating", "epochs": 8}).fit(fold.train)
+    got = evaluate_task(meta, task).per_user
+    assert got["rmse"].mean() < 1.5 and np.isfinite(got["mae"]).all()
+    state = meta.adapt(pd.DataFrame({"item": [0, 1], "rating": [5.0, 1.0]}))
+    assert state.history.data.tolist() == [5.0, 1.0]  # ratings reach the inner loop
+
+
+def test_text_only_items_and_bad_combinations(fold):
+    m = build_model("meta", {**FAST, "epochs": 2, "item_residuals": False}).fit(fold.train)
+    assert float(m.warm_.sum()) == 0.0
+    with pytest.raises(ConfigError, match="item_residuals"):
+        build_model("meta", {"use_text": False, "item_residuals": False})
+    with pytest.raises(ConfigError, match="objective"):
+        build_model("meta", {"objective": "clicks"})

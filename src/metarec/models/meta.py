@@ -56,6 +56,7 @@ class MetaRecommender(Recommender):
         train_support: str = "earliest",
         residual_dropout: float = 0.2,
         use_text: bool = True,
+        item_residuals: bool = True,
         text: dict[str, Any] | None = None,
         item_template: str = "{title}",
         user_template: str | None = None,
@@ -72,6 +73,8 @@ class MetaRecommender(Recommender):
             adapt_keys(adapt_params)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if not use_text and not item_residuals:
+            raise ConfigError("with use_text=false the model needs item_residuals=true: items need some representation")
         if "head" in adapt_params and not hidden:
             raise ConfigError("adapt_params='head' needs decision layers: set hidden > 0")
         if objective not in ("ranking", "rating"):
@@ -93,6 +96,7 @@ class MetaRecommender(Recommender):
         self.train_support = train_support
         self.residual_dropout = residual_dropout
         self.use_text = use_text
+        self.item_residuals = item_residuals  # False: every item is known by its text alone
         self.text = dict(text or {})
         self.item_template = item_template
         self.user_template = user_template
@@ -132,7 +136,8 @@ class MetaRecommender(Recommender):
         t0 = time.perf_counter()
         self._features(train)
         n_items = train.n_items
-        self.warm_ = torch.from_numpy((np.asarray(self.train_matrix_.sum(axis=0)).ravel() > 0).astype(np.float32))
+        seen = np.asarray(self.train_matrix_.sum(axis=0)).ravel() > 0
+        self.warm_ = torch.from_numpy((seen & self.item_residuals).astype(np.float32))
         text_dim = 0 if self.item_text_ is None else self.item_text_.shape[1]
         user_text_dim = 0 if self.user_text_ is None else self.user_text_.shape[1]
         theta = init_params(n_items, self.dim, text_dim, user_text_dim, self.hidden, self.seed)
