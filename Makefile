@@ -32,6 +32,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_embed.py
 	$(BIN)/python benchmarks/bench_evaluate.py
+	$(BIN)/python benchmarks/bench_meta.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -15,13 +15,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT = ["configs/ml-100k.toml", "configs/amazon-mi.toml"]
+DEFAULT = [
+    "configs/ml-100k.toml",
+    "configs/amazon-mi.toml",
+    "configs/ml-100k-meta.toml",
+    "configs/ml-100k-ablation.toml",
+    "configs/ml-100k-explicit.toml",
+    "configs/amazon-mi-meta.toml",
+]
 
 
 def run_one(config: str) -> None:
     from metarec.config import load_config
     from metarec.eval.experiment import run_experiment
-    from metarec.eval.report import markdown
+    from metarec.eval.report import markdown, plot_shots
     from metarec.utils import versions
 
     cfg = load_config(ROOT / config)
@@ -40,6 +47,8 @@ def run_one(config: str) -> None:
     md += f"\nMachine: {versions()['platform']}; "
     md += f"produced by `python benchmarks/bench_evaluate.py {config}`.\n"
     (RESULTS / f"evaluate_{cfg['name']}.md").write_text(md)
+    main = cfg["evaluation"]["main_metric"]
+    plot_shots(result.summary(), cfg["name"], RESULTS / f"evaluate_{cfg['name']}_{main}_vs_k.png", main)
     print(f"{cfg['name']}: {result.timings['total']:.1f}s, peak {result.peak_memory_mb:.0f} MiB")
 
 

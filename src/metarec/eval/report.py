@@ -145,10 +145,10 @@ def markdown(result: ExperimentResult) -> str:
     return "\n".join(parts)
 
 
-def plot_shots(result: ExperimentResult, path: Path, metric: str | None = None) -> Path | None:
-    """Metric against k shots, one line per model with its 95% CI, one panel per k-shot protocol."""
-    metric = metric or result.config["evaluation"]["main_metric"]
-    summary = result.summary()
+def plot_shots(summary: dict[str, Any], name: str, path: Path, metric: str = "ndcg@10") -> Path | None:
+    """Metric against k shots, one line per model with its 95% CI, one panel per k-shot protocol.
+
+    Takes the JSON summary (not the live result) so a plot can be redrawn from any results.json."""
     by_proto: dict[str, dict[str, list[tuple[int, dict]]]] = {}
     for cells in summary.values():
         for model, e in cells.items():
@@ -159,18 +159,20 @@ def plot_shots(result: ExperimentResult, path: Path, metric: str | None = None) 
         return None
     fig, axes = plt.subplots(1, len(by_proto), figsize=(6 * len(by_proto), 4.2), squeeze=False)
     for ax, (proto, models) in zip(axes[0], by_proto.items(), strict=True):
-        for model, pts in models.items():
+        colors = plt.cm.tab20.colors
+        for i, (model, pts) in enumerate(models.items()):
             pts.sort()
             ks = [k for k, _ in pts]
             mean = [m["mean"] for _, m in pts]
-            ax.plot(ks, mean, marker="o", label=model)
-            ax.fill_between(ks, [m["low"] for _, m in pts], [m["high"] for _, m in pts], alpha=0.15)
+            color = colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+            ax.plot(ks, mean, marker="os^Dv"[i % 5], color=color, linestyle="-" if i < 10 else "--", label=model)
+            ax.fill_between(ks, [m["low"] for _, m in pts], [m["high"] for _, m in pts], color=color, alpha=0.12)
         ax.set_xscale("log")
         ax.set_xticks(sorted({k for pts in models.values() for k, _ in pts}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("k (support interactions per user)")
         ax.set_ylabel(metric)
-        ax.set_title(f"{result.config['name']}: {proto}")
+        ax.set_title(f"{name}: {proto}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -203,5 +205,7 @@ def write_run(result: ExperimentResult, runs_dir: str | Path = "runs", config_pa
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     (out / "results.md").write_text(markdown(result))
-    plot_shots(result, out / "ndcg_vs_k.png")
+    plot_shots(
+        result.summary(), result.config["name"], out / "ndcg_vs_k.png", result.config["evaluation"]["main_metric"]
+    )
     return out

@@ -67,6 +67,7 @@ class Recommender(ABC):
         self.n_items_ = train.n_items
         self.n_users_ = train.n_users
         self.train_matrix_ = train.matrix()
+        self._states: dict[int, UserState] = {}
         self._fit(train)
         return self
 
@@ -80,10 +81,16 @@ class Recommender(ABC):
         users = np.asarray(users, dtype=np.int64)
         return self.score_state(self.fold_in(self.train_matrix_[users], users, known=True), items)
 
-    def recommend(self, user: int, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
+    def state_for(self, user: int) -> UserState:
+        """A training user's state, computed once (for a meta model that is an adaptation) and cached."""
         self._check_fitted()
-        state = self.fold_in(self.train_matrix_[[user]], np.array([user]), known=True)
-        return self.recommend_for(state, k, exclude_seen)
+        states = self.__dict__.setdefault("_states", {})
+        if user not in states:
+            states[user] = self.fold_in(self.train_matrix_[[user]], np.array([user]), known=True)
+        return states[user]
+
+    def recommend(self, user: int, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
+        return self.recommend_for(self.state_for(user), k, exclude_seen)
 
     def adapt(self, support: pd.DataFrame, profile_text: str | None = None) -> UserState:
         """A new user's state from a few interactions (dense item ids in column `item`)."""
