@@ -84,3 +84,25 @@ def test_data_fetch_ml100k():
     res = runner.invoke(app, ["data", "fetch", "ml-100k"])
     assert res.exit_code == 0, res.output
     assert "100,000 ratings" in res.output and "knowledge graph" in res.output
+
+
+def test_train_writes_an_artifact_that_evaluate_and_python_load(tmp_path):
+    out = tmp_path / "model"
+    res = runner.invoke(
+        app, ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "maml", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "best meta-valid NDCG@10" in res.output
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.pkl"))
+    cfg = tmp_path / "eval.toml"
+    cfg.write_text(
+        '[dataset]\nsource = "synthetic"\nn_users = 300\nn_items = 200\nseed = 0\n'
+        "[protocols.warm]\n[models.popularity]\n"
+        f'[models.trained]\ntype = "meta"\nartifact = "{out}"\n'
+    )
+    res = runner.invoke(app, ["evaluate", "-c", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "runs").iterdir()
+    assert "trained" in json.loads((run / "results.json").read_text())["results"]["warm"]
+    res = runner.invoke(app, ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "als"])
+    assert res.exit_code == 2 and "meta" in res.output

@@ -182,3 +182,10 @@ def test_text_only_items_and_bad_combinations(fold):
         build_model("meta", {"use_text": False, "item_residuals": False})
     with pytest.raises(ConfigError, match="objective"):
         build_model("meta", {"objective": "clicks"})
+
+
+def test_sampled_softmax_trains(fold):
+    m = build_model("meta", {**FAST, "negatives": 50}).fit(fold.train)
+    task = fold.tasks[0]
+    rnd = evaluate_task(build_model("random").fit(fold.train), task).per_user["ndcg@10"].mean()
+    assert evaluate_task(m, task).per_user["ndcg@10"].mean() > 2 * rnd

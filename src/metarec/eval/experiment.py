@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from metarec.data.schema import Dataset
 from metarec.data.sources import load_dataset
 from metarec.data.splits import make_folds
+from metarec.errors import ConfigError
 from metarec.eval.evaluate import TaskResult, evaluate_task
 from metarec.eval.stats import mean_ci, paired_bootstrap
 from metarec.models import TEXT_MODELS, build_model
@@ -121,6 +122,15 @@ class ExperimentResult:
         return out
 
 
+def _load_artifact(path: str, ds: Dataset):
+    from metarec.models.io import load_model
+
+    model, info = load_model(path)
+    if info["item_ids"] != ds.items["item_id"].tolist():
+        raise ConfigError(f"artifact {path} was trained on another item catalogue than {ds.name}")
+    return model
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -163,10 +173,13 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                     if cfg.get("num_threads") and kind in ("itemknn", "als", "bpr"):
                         mcfg.setdefault("num_threads", cfg["num_threads"])
                     bar.update(task_id, description=f"{protocol} fold {fold.fold}: {display}")
-                    model = build_model(kind, mcfg, seed=seed + fold.fold)
-                    model.display_name = display  # type: ignore[attr-defined]
                     t_fit = time.perf_counter()
-                    model.fit(fold.train)
+                    if "artifact" in mcfg:
+                        # a trained artefact is scored as is: it must not have seen this split's test users
+                        model = _load_artifact(mcfg["artifact"], ds)
+                    else:
+                        model = build_model(kind, mcfg, seed=seed + fold.fold).fit(fold.train)
+                    model.display_name = display  # type: ignore[attr-defined]
                     key = f"fit:{protocol}:{display}"
                     timings[key] = timings.get(key, 0.0) + time.perf_counter() - t_fit
                     for task in fold.tasks:

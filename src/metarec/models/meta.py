@@ -55,6 +55,7 @@ class MetaRecommender(Recommender):
         train_shots: list[int] | None = None,
         train_support: str = "earliest",
         residual_dropout: float = 0.2,
+        negatives: int = 0,
         use_text: bool = True,
         item_residuals: bool = True,
         text: dict[str, Any] | None = None,
@@ -95,6 +96,7 @@ class MetaRecommender(Recommender):
         self.train_shots = list(train_shots or [1, 3, 5, 10, 20])
         self.train_support = train_support
         self.residual_dropout = residual_dropout
+        self.negatives = negatives  # > 0: sampled softmax over this many shared negatives (big catalogues)
         self.use_text = use_text
         self.item_residuals = item_residuals  # False: every item is known by its text alone
         self.text = dict(text or {})
@@ -192,7 +194,11 @@ class MetaRecommender(Recommender):
                 if ratings is not None:  # explicit: rows carry the ratings, 0 = unrated
                     vals = ratings[bu].toarray().astype(np.float32)
                     sup, qry = sup * vals, qry * vals
-                sup_t, qry_t = torch.from_numpy(sup), torch.from_numpy(qry)
+                if self.negatives and self.objective == "ranking" and n_items > self.negatives:
+                    # sampled softmax: this batch's items plus a shared uniform sample of negatives
+                    cols = self._sample_columns(sup, qry, np.random.default_rng(self.seed + len(losses) + 7919 * epoch))
+                    E, b, sup, qry = E[cols], b[cols], sup[:, cols], qry[:, cols]
+                sup_t, qry_t = torch.from_numpy(np.ascontiguousarray(sup)), torch.from_numpy(np.ascontiguousarray(qry))
                 if self.algorithm in NON_META:
                     fast = {"u": u0 + user_res[torch.from_numpy(bu)]}
                     loss = task_loss(self.objective, batch_logits(fast, theta, E, b), qry_t)
@@ -227,6 +233,11 @@ class MetaRecommender(Recommender):
         self.epochs_run_ = len(self.history_)
         self.train_seconds_ = time.perf_counter() - t0
         self._cache_items()
+
+    def _sample_columns(self, sup: np.ndarray, qry: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        used = np.flatnonzero((sup + qry).any(axis=0))
+        extra = rng.choice(sup.shape[1], size=self.negatives, replace=False)
+        return torch.from_numpy(np.union1d(used, extra))
 
     def _global_batches(self, ranks: sp.csr_matrix, users: np.ndarray, rng: np.random.Generator):
         """Non-meta training: each training user's whole history is the target of their own vector."""
