@@ -207,6 +207,56 @@ def evaluate(
     console.print(f"run written to [bold]{out}[/] (peak memory {result.peak_memory_mb:.0f} MiB)")
 
 
+@app.command("serve")
+def serve(
+    artifact: Annotated[Path, typer.Option(help="model directory written by `metarec train`")],
+    db: Annotated[
+        str, typer.Option(help="SQLAlchemy URL: sqlite:///file.db (default) or postgresql+psycopg://...")
+    ] = "",
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    token: Annotated[
+        str | None, typer.Option(envvar="METAREC_TOKEN", help="require this bearer token to write")
+    ] = None,
+    exact_below: Annotated[
+        int, typer.Option(help="catalogue size from which an HNSW index replaces exact search")
+    ] = 20_000,
+) -> None:
+    """Serve recommendations over HTTP: REST API, OpenAPI docs at /docs, a web page at /."""
+    import uvicorn
+
+    from metarec.serve.app import create_app
+
+    url = db or f"sqlite:///{artifact / 'metarec.db'}"
+    try:
+        api = create_app(artifact, url, token=token, exact_below=exact_below)
+    except MetarecError as exc:
+        _fail(exc)
+    console.print(f"serving {artifact} with {url} on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(api, host=host, port=port, log_level="warning")
+
+
+@app.command("recommend")
+def recommend(
+    artifact: Annotated[Path, typer.Option(help="model directory written by `metarec train`")],
+    user: Annotated[str, typer.Option(help="a user id of the training data")],
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+) -> None:
+    """One-off recommendations for a known user, without a server."""
+    from metarec.models.io import load_model
+
+    try:
+        model, info = load_model(artifact)
+        if user not in info["user_ids"]:
+            raise MetarecError(f"user {user!r} is not in {artifact}'s training data; serve the model to add users")
+        recs = model.recommend(info["user_ids"].index(user), k)
+    except MetarecError as exc:
+        _fail(exc)
+    titles = info.get("item_titles") or info["item_ids"]
+    for rank, (i, score) in enumerate(recs, start=1):
+        console.print(f"{rank:>3}. {titles[i]}  [dim]({info['item_ids'][i]}, {score:.3f})[/]")
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("METAREC_LOG", "WARNING"))
     app()

@@ -322,6 +322,28 @@ class MetaRecommender(Recommender):
             state.payload = self._adapt_dense(state.history.toarray(), None, False, profile=vec)
         return state
 
+    def query_vector(self, state: UserState) -> np.ndarray:
+        """The users' final vectors h (after the decision layers): scores are item_table() . h + b."""
+        fast = state.payload
+        theta = {k: v.detach() for k, v in self.theta_.items()}
+        h = fast["u"]
+        if "W1" in fast or "W1" in theta:
+            W1, a1, W2 = (
+                fast[k] if k in fast else theta[k].expand(h.shape[0], *theta[k].shape) for k in ("W1", "a1", "W2")
+            )
+            h = h + torch.einsum("bdh,bh->bd", W2, torch.relu(torch.einsum("bhd,bd->bh", W1, h) + a1))
+        return h.numpy()
+
+    def item_vectors(self, text: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(E, b) of the catalogue, or of new items known by their text vectors only (no residual)."""
+        if text is None:
+            return self.item_E_.numpy(), self.item_b_.numpy()
+        t = torch.from_numpy(np.asarray(text, dtype=np.float32))
+        if "text_proj" not in self.theta_:
+            raise ConfigError("this model was trained without text (use_text=false): it cannot place new items")
+        with torch.no_grad():
+            return (t @ self.theta_["text_proj"]).numpy(), (t @ self.theta_["text_bias"]).numpy()
+
     def parameters_dict(self) -> dict[str, torch.Tensor]:
         out = {f"theta.{k}": v for k, v in self.theta_.items()}
         out.update({f"lr.{k}": v for k, v in self.lrs_.items()})

@@ -1,0 +1,1 @@
+"""Serving: FastAPI app, SQL storage with migrations, ANN retrieval, the web page."""

@@ -1,0 +1,72 @@
+"""Retrieval by inner product: exact for small catalogues, HNSW (hnswlib) above a size threshold.
+
+Scores are e_i . h + b_i, so items are indexed as [e_i, b_i] and queried with [h, 1]: the bias
+rides along as one more dimension. New items are inserted incrementally; seen items are filtered
+out by over-fetching and dropping them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ItemIndex:
+    def __init__(self, vectors: np.ndarray, exact_below: int = 20_000, ef: int = 200, M: int = 32, seed: int = 0):
+        self.exact_below = exact_below
+        self.ef, self.M, self.seed = ef, M, seed
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.hnsw = None
+        if len(self.vectors) >= exact_below:
+            self._build()
+
+    @property
+    def size(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def approximate(self) -> bool:
+        return self.hnsw is not None
+
+    def _build(self) -> None:
+        import hnswlib
+
+        n, d = self.vectors.shape
+        self.hnsw = hnswlib.Index(space="ip", dim=d)
+        self.hnsw.init_index(max_elements=max(2 * n, 1024), ef_construction=self.ef, M=self.M, random_seed=self.seed)
+        self.hnsw.add_items(self.vectors, np.arange(n))
+        self.hnsw.set_ef(self.ef)
+
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Append items (ids continue the dense range) and index them at once."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        start = len(self.vectors)
+        ids = np.arange(start, start + len(vectors))
+        self.vectors = np.vstack([self.vectors, vectors])
+        if self.hnsw is not None:
+            if self.hnsw.get_max_elements() < len(self.vectors):
+                self.hnsw.resize_index(2 * len(self.vectors))
+            self.hnsw.add_items(vectors, ids)
+        elif len(self.vectors) >= self.exact_below:
+            self._build()
+        return ids
+
+    def search(self, query: np.ndarray, k: int, exclude: set[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k ids and scores for one query vector, best first, skipping `exclude`."""
+        exclude = exclude or set()
+        k = min(k, self.size - len(exclude))
+        if k <= 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        q = np.asarray(query, dtype=np.float32)
+        if self.hnsw is None:
+            scores = self.vectors @ q
+            if exclude:
+                scores[list(exclude)] = -np.inf
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return top, scores[top]
+        fetch = min(self.size, k + len(exclude))
+        self.hnsw.set_ef(max(self.ef, fetch))
+        ids, dist = self.hnsw.knn_query(q, k=fetch)
+        ids, sims = ids[0], 1.0 - dist[0]  # hnswlib's "ip" distance is 1 - dot
+        keep = np.array([i not in exclude for i in ids], dtype=bool)
+        return ids[keep][:k].astype(np.int64), sims[keep][:k].astype(np.float32)

@@ -1,0 +1,246 @@
+"""The recommender service: a trained artefact, the database, the indexes and per-user states.
+
+Requests change the database inside one transaction; the in-memory parts (index, user states) are
+updated only after the transaction has committed, under a lock, so a failed request leaves
+neither the database nor memory half-changed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from metarec.errors import MetarecError
+from metarec.models.base import UserState
+from metarec.models.content import encode_texts
+from metarec.models.io import load_model
+from metarec.serve.index import ItemIndex
+from metarec.serve.storage import Interaction, Item, Store, User
+from metarec.text.templates import render
+
+POSITIVE = {"click", "like"}
+KINDS = {"click", "like", "dislike", "rating"}
+_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
+_STOP = {"with", "that", "this", "from", "have", "like", "enjoy", "love", "about", "their", "they", "them",
+         "what", "when", "which", "year", "years", "old", "stories", "films", "movies", "things"}  # fmt: skip
+
+
+class NotFound(MetarecError):
+    pass
+
+
+class Conflict(MetarecError):
+    pass
+
+
+@dataclass
+class Explained:
+    item: int
+    score: float
+    because: list[str]
+    matched_words: list[str]
+
+
+class RecommenderService:
+    def __init__(self, artifact: str | Path, db_url: str, exact_below: int = 20_000, profile_weight: float = 2.0):
+        self.model, info = load_model(artifact)
+        self.store = Store(db_url)
+        self.lock = threading.RLock()
+        self.profile_weight = profile_weight
+        self.template = self.model.item_template
+        self.item_ids: list[str] = list(info["item_ids"])
+        self.titles: list[str] = list(info.get("item_titles") or self.item_ids)
+        self.train_users = {u: i for i, u in enumerate(info["user_ids"])}
+        text = self.model.item_text_.numpy() if self.model.item_text_ is not None else None
+        if text is None:
+            raise MetarecError("serving needs a model trained with item text (use_text = true)")
+        self.text_vectors = text
+        E, b = self.model.item_vectors()
+        self._seed_items()
+        self.index = ItemIndex(self._index_rows(E, b, text), exact_below=exact_below)
+        self.text_index = ItemIndex(text, exact_below=exact_below)
+        self._load_added_items()
+        self.states: dict[int, tuple[UserState, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ catalogue
+    def _index_rows(self, E: np.ndarray, b: np.ndarray, text: np.ndarray) -> np.ndarray:
+        # [e_i, b_i, w * x_i] . [h, 1, p] = model score + w * cos(profile text, item text)
+        return np.hstack([E, b[:, None], self.profile_weight * text]).astype(np.float32)
+
+    def _seed_items(self) -> None:
+        with self.store.session_scope() as s:
+            if s.scalar(select(func.count(Item.id))):
+                return
+            s.add_all(
+                Item(id=i, external_id=e, title=t, text=t)
+                for i, (e, t) in enumerate(zip(self.item_ids, self.titles, strict=True))
+            )
+
+    def _load_added_items(self) -> None:
+        """Items added through the API after training: re-embedded (from the cache) at start-up."""
+        with self.store.session_scope() as s:
+            added = s.execute(
+                select(Item.id, Item.external_id, Item.title, Item.text)
+                .where(Item.id >= len(self.item_ids))
+                .order_by(Item.id)
+            ).all()
+        if added:
+            self._index_new(
+                [r.id for r in added], [r.external_id for r in added], [r.title for r in added], [r.text for r in added]
+            )
+
+    def _index_new(self, ids: list[int], external: list[str], titles: list[str], texts: list[str]) -> None:
+        vec = encode_texts(self.model.encoder_, texts, self.template)
+        E, b = self.model.item_vectors(vec)
+        with self.lock:
+            if ids[0] != len(self.item_ids):
+                raise MetarecError("item ids out of step with the index; restart the service")
+            self.index.add(self._index_rows(E, b, vec))
+            self.text_index.add(vec)
+            self.text_vectors = np.vstack([self.text_vectors, vec])
+            self.item_ids.extend(external)
+            self.titles.extend(titles)
+
+    def add_items(self, items: list[dict]) -> list[str]:
+        """Embed and index new items; they are recommendable at once (as cold items, from text)."""
+        ext = [it["id"] for it in items]
+        if len(set(ext)) != len(ext):
+            raise Conflict("the batch names an item id twice")
+        # the same template the model's training items went through; unknown fields render empty
+        fields = pd.DataFrame([{"title": it["title"], "text": it.get("text") or "", "description": it.get("text") or "",
+                                **(it.get("fields") or {})} for it in items])  # fmt: skip
+        texts = render(self.template, fields)
+        with self.lock:  # one writer of the catalogue at a time keeps ids dense and in step
+            with self.store.session_scope() as s:
+                clash = s.scalars(select(Item.external_id).where(Item.external_id.in_(ext))).all()
+                if clash:
+                    raise Conflict(f"item id(s) already exist: {', '.join(sorted(clash)[:5])}")
+                start = (s.scalar(select(func.max(Item.id))) or -1) + 1
+                ids = list(range(start, start + len(items)))
+                s.add_all(Item(id=i, external_id=e, title=it["title"], text=t)
+                          for i, e, it, t in zip(ids, ext, items, texts, strict=True))  # fmt: skip
+            self._index_new(ids, ext, [it["title"] for it in items], texts)
+        return ext
+
+    def item_index_of(self, s: Session, external: str) -> int:
+        got = s.scalar(select(Item.id).where(Item.external_id == external))
+        if got is None:
+            raise NotFound(f"unknown item {external!r}")
+        return got
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        vec = encode_texts(self.model.encoder_, [query], "query")[0]
+        ids, sims = self.text_index.search(vec, k)
+        return list(zip(ids.tolist(), sims.tolist(), strict=True))
+
+    # ------------------------------------------------------------------ users
+    def create_user(self, external: str, profile_text: str | None) -> None:
+        try:
+            with self.store.session_scope() as s:
+                s.add(User(external_id=external, profile_text=profile_text or ""))
+        except IntegrityError:
+            raise Conflict(f"user {external!r} already exists") from None
+
+    def _user(self, s: Session, external: str) -> User:
+        user = s.scalar(select(User).where(User.external_id == external))
+        if user is None:
+            raise NotFound(f"unknown user {external!r}; create it with POST /users")
+        return user
+
+    def history(self, external: str) -> tuple[User, list[Interaction]]:
+        with self.store.session_scope() as s:
+            user = self._user(s, external)
+            rows = s.scalars(select(Interaction).where(Interaction.user_id == user.id).order_by(Interaction.id)).all()
+            return user, list(rows)
+
+    def add_interactions(self, external: str, events: list[dict], fail_after_insert: bool = False) -> int:
+        """Store a batch of events and re-adapt the user, all or nothing."""
+        for e in events:
+            if e["kind"] not in KINDS:
+                raise MetarecError(f"kind must be one of {sorted(KINDS)}, got {e['kind']!r}")
+            if e["kind"] == "rating" and e.get("rating") is None:
+                raise MetarecError("a 'rating' event needs a rating value")
+        with self.store.session_scope() as s:
+            user = self._user(s, external)
+            rows = [Interaction(user_id=user.id, item_id=self.item_index_of(s, e["item"]), kind=e["kind"],
+                                rating=e.get("rating")) for e in events]  # fmt: skip
+            s.add_all(rows)
+            s.flush()
+            if fail_after_insert:  # test hook: a crash between the writes and the commit
+                raise RuntimeError("injected failure after insert")
+            state = self._adapt(s, user)  # inside the transaction: if adaptation fails, nothing is stored
+        with self.lock:
+            self.states[user.id] = state
+        return len(rows)
+
+    def _adapt(self, s: Session, user: User) -> tuple[UserState, np.ndarray]:
+        rows = s.execute(
+            select(Interaction.item_id, Interaction.kind, Interaction.rating).where(Interaction.user_id == user.id)
+        ).all()
+        positives = [r.item_id for r in rows if r.kind in POSITIVE or (r.kind == "rating" and (r.rating or 0) >= 4)]
+        seen = {r.item_id for r in rows}
+        if user.external_id in self.train_users:
+            train_items = self.model.train_matrix_[self.train_users[user.external_id]].indices.tolist()
+            positives += train_items
+            seen |= set(train_items)
+        n_model = self.model.n_items_
+        support = pd.DataFrame({"item": sorted({i for i in positives if i < n_model})})
+        profile = user.profile_text or None
+        state = self.model.adapt(support, profile_text=profile if self.model.user_text_ is not None else None)
+        h = self.model.query_vector(state)[0]
+        p = (
+            encode_texts(self.model.encoder_, [profile], "profile")[0]
+            if profile
+            else np.zeros(self.text_vectors.shape[1], np.float32)
+        )
+        state.payload = {"seen": seen, "positives": positives, "profile": profile}
+        return state, np.concatenate([h, [1.0], p]).astype(np.float32)
+
+    def _state(self, external: str) -> tuple[User, UserState, np.ndarray]:
+        with self.store.session_scope() as s:
+            user = self._user(s, external)
+            with self.lock:
+                cached = self.states.get(user.id)
+            if cached is None:
+                cached = self._adapt(s, user)
+                with self.lock:
+                    self.states[user.id] = cached
+        return user, *cached
+
+    # ------------------------------------------------------------------ recommend
+    def recommend(self, external: str, k: int, explain: bool = False) -> list[Explained]:
+        _user, state, query = self._state(external)
+        with self.lock:
+            ids, scores = self.index.search(query, k, exclude=state.payload["seen"])
+        out = []
+        for i, sc in zip(ids.tolist(), scores.tolist(), strict=True):
+            because, words = ([], [])
+            if explain:
+                because, words = self._explain(i, state.payload)
+            out.append(Explained(i, float(sc), because, words))
+        return out
+
+    def _explain(self, item: int, info: dict) -> tuple[list[str], list[str]]:
+        """Why: the user's own items nearest in the LLM space, and profile words found in the item text."""
+        because = []
+        pos = [p for p in dict.fromkeys(info["positives"]) if p < len(self.text_vectors)]
+        if pos:
+            sims = self.text_vectors[pos] @ self.text_vectors[item]
+            because = [self.titles[pos[j]] for j in np.argsort(-sims)[:2]]
+        words = []
+        if info["profile"]:
+            text = f"{self.titles[item]} {self._item_text(item)}".lower()
+            words = [w for w in dict.fromkeys(_WORD.findall(info["profile"].lower())) if w not in _STOP and w in text]
+        return because, words
+
+    def _item_text(self, item: int) -> str:
+        with self.store.session_scope() as s:
+            return s.scalar(select(Item.text).where(Item.id == item)) or ""

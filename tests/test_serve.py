@@ -1,0 +1,198 @@
+"""The service against real databases: SQLite always, PostgreSQL when METAREC_TEST_PG_URL is set
+(.ci/run installs and starts a server and sets it). One artefact trained once per session."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from metarec.models import build_model
+from metarec.models.io import save_model
+from metarec.serve.app import create_app
+
+PG = os.environ.get("METAREC_TEST_PG_URL")
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def artifact(tmp_path_factory, synth):
+    model = build_model("meta", {"epochs": 6, "dim": 16, "item_template": "{title}. {description}"}).fit(synth)
+    return save_model(model, tmp_path_factory.mktemp("artifact") / "m", synth)
+
+
+def _fresh_pg_url() -> str:
+    """A new empty database per test, so tests never see each other's rows."""
+    name = f"metarec_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return PG.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'svc.db'}"
+    if not PG:
+        pytest.skip("METAREC_TEST_PG_URL not set (.ci/run starts PostgreSQL and sets it)")
+    return _fresh_pg_url()
+
+
+@pytest.fixture
+def client(artifact, db_url):
+    app = create_app(artifact, db_url, token=TOKEN)
+    with TestClient(app) as c:
+        yield c
+
+
+def _count(client, table: str) -> int:
+    with client.app.state.service.store.engine.connect() as c:
+        return c.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar()
+
+
+def test_health_docs_and_page(client):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["items"] == 200 and h["database"] in ("sqlite", "postgresql")
+    assert client.get("/docs").status_code == 200
+    assert "/users/{user_id}/recommendations" in client.get("/openapi.json").json()["paths"]
+    assert "metarec" in client.get("/").text
+
+
+def test_recommend_feedback_adapts_and_history(client, synth):
+    assert client.post("/users", json={"id": "alice"}, headers=AUTH).status_code == 201
+    before = [r["id"] for r in client.get("/users/alice/recommendations?k=10").json()]
+    topics = synth.extras["item_topic"]
+    space = [f"i{i}" for i in range(200) if topics[i] == 0][:6]
+    r = client.post(
+        "/users/alice/interactions", json={"events": [{"item": i, "kind": "like"} for i in space]}, headers=AUTH
+    )
+    assert r.status_code == 201 and r.json() == {"stored": 6}
+    recs = client.get("/users/alice/recommendations?k=10&explain=true").json()
+    after = [x["id"] for x in recs]
+    assert after != before and not set(after) & set(space)  # adapted, and liked items are not re-sent
+    assert sum(topics[int(i[1:])] == 0 for i in after) >= 5  # the list moved toward what she liked
+    assert all(x["because_you_liked"] for x in recs)
+    hist = client.get("/users/alice").json()["history"]
+    assert [h["item"] for h in hist] == space and hist[0]["kind"] == "like"
+
+
+def test_text_only_user_gets_profile_matches(client, synth):
+    client.post("/users", json={"id": "bob", "profile_text": "I enjoy space and rocket stories"}, headers=AUTH)
+    recs = client.get("/users/bob/recommendations?k=10&explain=true").json()
+    topics = synth.extras["item_topic"]
+    assert sum(topics[int(r["id"][1:])] == 0 for r in recs) >= 6
+    assert any({"space", "rocket"} & set(r["matched_profile_words"]) for r in recs)
+
+
+def test_new_items_are_searchable_and_recommendable_at_once(client):
+    body = {"items": [{"id": "new-1", "title": "Rocket Galaxy Orbit", "text": "A tale of space, alien and planet."}]}
+    r = client.post("/items", json=body, headers=AUTH)
+    assert r.status_code == 201 and r.json()["items"] == 201
+    hits = client.get("/items", params={"query": "rocket galaxy orbit", "k": 3}).json()
+    assert hits[0]["id"] == "new-1"
+    client.post("/users", json={"id": "carol", "profile_text": "space rocket galaxy orbit alien planet"}, headers=AUTH)
+    ids = [x["id"] for x in client.get("/users/carol/recommendations?k=50").json()]
+    assert "new-1" in ids
+    assert client.post("/items", json=body, headers=AUTH).status_code == 409
+
+
+def test_bad_input_is_rejected_and_stores_nothing(client):
+    client.post("/users", json={"id": "dave"}, headers=AUTH)
+    n = _count(client, "interactions")
+    r = client.get("/users/nobody/recommendations")
+    assert r.status_code == 404 and "nobody" in r.json()["detail"]
+    r = client.post("/users/dave/interactions", json={"events": [{"item": "i1"}, {"item": "ghost"}]}, headers=AUTH)
+    assert r.status_code == 404 and "ghost" in r.json()["detail"]
+    r = client.post("/users/dave/interactions", json={"events": [{"item": "i1", "rating": "five"}]}, headers=AUTH)
+    assert r.status_code == 422 and "rating" in str(r.json()["detail"])
+    r = client.post("/users/dave/interactions", json={"events": [{"item": "i1"}] * 1001}, headers=AUTH)
+    assert r.status_code == 422 and "events" in str(r.json()["detail"])
+    r = client.get("/users/dave/recommendations?k=0")
+    assert r.status_code == 422 and "k" in str(r.json()["detail"])
+    assert client.post("/users/dave/interactions", json={"events": [{"item": "i1"}]}).status_code == 401
+    assert client.post("/users", json={"id": "dave"}, headers=AUTH).status_code == 409
+    assert _count(client, "interactions") == n
+
+
+def test_crash_mid_request_leaves_database_unchanged(client):
+    client.post("/users", json={"id": "erin"}, headers=AUTH)
+    service = client.app.state.service
+    n = _count(client, "interactions")
+    with pytest.raises(RuntimeError, match="injected"):
+        service.add_interactions(
+            "erin", [{"item": "i1", "kind": "like"}, {"item": "i2", "kind": "click"}], fail_after_insert=True
+        )
+    assert _count(client, "interactions") == n
+    boom = service._adapt
+
+    def failing(*a, **k):
+        raise RuntimeError("adaptation crashed")
+
+    service._adapt = failing
+    with pytest.raises(RuntimeError):
+        service.add_interactions("erin", [{"item": "i3", "kind": "like"}])
+    service._adapt = boom
+    assert _count(client, "interactions") == n
+
+
+def test_concurrent_writers_lose_no_event(artifact, db_url):
+    import uvicorn
+
+    app = create_app(artifact, db_url)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        pass
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    n_clients, per_client = 8, 10
+    for c in range(n_clients):
+        httpx.post(f"{base}/users", json={"id": f"w{c}"}).raise_for_status()
+    errors = []
+
+    def writer(c: int) -> None:
+        with httpx.Client(base_url=base, timeout=60) as h:
+            for j in range(per_client):
+                r = h.post(
+                    f"/users/w{c}/interactions", json={"events": [{"item": f"i{(c * 7 + j) % 200}", "kind": "click"}]}
+                )
+                if r.status_code != 201:
+                    errors.append(r.text)
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in range(n_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    server.should_exit = True
+    thread.join(timeout=10)
+    assert not errors
+    with app.state.service.store.engine.connect() as c:
+        rows = c.execute(
+            text(
+                "SELECT u.external_id, COUNT(*) FROM interactions i JOIN users u ON u.id = i.user_id "
+                "GROUP BY u.external_id"
+            )
+        ).all()
+    assert dict(rows) == {f"w{c}": per_client for c in range(n_clients)}
+
+
+def test_restart_keeps_added_items_and_users(artifact, tmp_path):
+    url = f"sqlite:///{tmp_path / 'persist.db'}"
+    with TestClient(create_app(artifact, url)) as c:
+        c.post("/items", json={"items": [{"id": "kept", "title": "Ghost Haunted Night"}]})
+        c.post("/users", json={"id": "zed"})
+        c.post("/users/zed/interactions", json={"events": [{"item": "kept", "kind": "like"}]})
+    with TestClient(create_app(artifact, url)) as c:
+        assert c.get("/health").json()["items"] == 201
+        assert c.get("/users/zed").json()["history"][0]["item"] == "kept"
+        assert c.get("/items", params={"query": "ghost haunted night", "k": 1}).json()[0]["id"] == "kept"
