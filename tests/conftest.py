@@ -15,6 +15,16 @@ def synth():
     return synthetic.make(n_users=300, n_items=200, seed=0)
 
 
+@pytest.fixture(scope="session")
+def artifact(tmp_path_factory, synth):
+    """A small meta model trained once and saved as a service artefact."""
+    from metarec.models import build_model
+    from metarec.models.io import save_model
+
+    model = build_model("meta", {"epochs": 6, "dim": 16, "item_template": "{title}. {description}"}).fit(synth)
+    return save_model(model, tmp_path_factory.mktemp("artifact") / "m", synth)
+
+
 @pytest.fixture
 def amazon_path() -> Path:
     if not AMAZON_MI.exists():

@@ -12,19 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from metarec.models import build_model
-from metarec.models.io import save_model
 from metarec.serve.app import create_app
+from metarec.serve.background import running
 
 PG = os.environ.get("METAREC_TEST_PG_URL")
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="session")
-def artifact(tmp_path_factory, synth):
-    model = build_model("meta", {"epochs": 6, "dim": 16, "item_template": "{title}. {description}"}).fit(synth)
-    return save_model(model, tmp_path_factory.mktemp("artifact") / "m", synth)
 
 
 def _fresh_pg_url() -> str:
@@ -144,16 +137,12 @@ def test_crash_mid_request_leaves_database_unchanged(client):
 
 
 def test_concurrent_writers_lose_no_event(artifact, db_url):
-    import uvicorn
-
     app = create_app(artifact, db_url)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        pass
-    port = server.servers[0].sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
+    with running(app) as base:
+        _concurrent_writes(app, base)
+
+
+def _concurrent_writes(app, base: str) -> None:
     n_clients, per_client = 8, 10
     for c in range(n_clients):
         httpx.post(f"{base}/users", json={"id": f"w{c}"}).raise_for_status()
@@ -173,8 +162,6 @@ def test_concurrent_writers_lose_no_event(artifact, db_url):
         t.start()
     for t in threads:
         t.join()
-    server.should_exit = True
-    thread.join(timeout=10)
     assert not errors
     with app.state.service.store.engine.connect() as c:
         rows = c.execute(
