@@ -69,24 +69,27 @@ def make(
         }
     )
     topic_items = [np.flatnonzero(item_topic == t) for t in range(n_topics)]
+    # per topic, the cumulative popularity of its items: drawing is a searchsorted, not a loop
+    cum = [np.cumsum(item_pop[pool]) / item_pop[pool].sum() if len(pool) else None for pool in topic_items]
     rows = []
     lo, hi = interactions_per_user
     for u in range(n_users):
         n = int(rng.integers(lo, hi + 1))
         topics = rng.choice(n_topics, size=4 * n, p=prefs[u])
-        seen: set[int] = set()
-        for t in topics:
-            pool = topic_items[t]
-            if len(pool) == 0:
+        draws = rng.random(4 * n)
+        picked = np.full(4 * n, -1)
+        for t in np.unique(topics):
+            if cum[t] is None:
                 continue
-            w = item_pop[pool] / item_pop[pool].sum()
-            i = int(rng.choice(pool, p=w))
-            if i in seen:
-                continue
-            seen.add(i)
-            rating = float(np.clip(round(3 + 2 * prefs[u, t] + rng.normal(0, 0.7)), 1, 5))
-            rows.append((f"u{u}", f"i{i}", rating, 1_000_000 + len(rows)))
-            if len(seen) >= n:
-                break
+            at = topics == t
+            picked[at] = topic_items[t][np.minimum(np.searchsorted(cum[t], draws[at]), len(cum[t]) - 1)]
+        keep = picked >= 0
+        picked, topics = picked[keep], topics[keep]
+        _, first = np.unique(picked, return_index=True)
+        order = np.sort(first)[:n]
+        noise = rng.normal(0, 0.7, size=len(order))
+        ratings = np.clip(np.round(3 + 2 * prefs[u, topics[order]] + noise), 1, 5)
+        for i, r in zip(picked[order], ratings, strict=True):
+            rows.append((f"u{u}", f"i{i}", float(r), 1_000_000 + len(rows)))
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     return Dataset.from_frames(name, inter, items, users, extras={"item_topic": item_topic, "user_prefs": prefs})
