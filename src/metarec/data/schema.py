@@ -20,6 +20,27 @@ from metarec.errors import DataError
 USER, ITEM, RATING, TIME = "user", "item", "rating", "timestamp"
 
 
+def _table(table: pd.DataFrame | None, key: str, inter: pd.DataFrame, source: str, what: str) -> pd.DataFrame:
+    """The item or user table, checked against the interactions (or derived from them if absent).
+
+    Ids in the interactions but not in the table are an error, not a silent addition: it nearly
+    always means the wrong file or the wrong column was given."""
+    if table is None:
+        return pd.DataFrame({key: pd.unique(inter[key])})
+    table = table.copy()
+    table[key] = table[key].astype(str)
+    dup = table[key].duplicated()
+    if dup.any():
+        raise DataError(f"{what}s: duplicate {what} ids, e.g. {table[key][dup].iloc[0]!r}")
+    unknown = ~inter[key].isin(table[key])
+    if unknown.any():
+        raise DataError(
+            f"{source}: {int(unknown.sum())} interactions name {what}s not in the {what} table, "
+            f"e.g. {what} {inter[key][unknown].iloc[0]!r}; add them to the {what}s file or drop those rows"
+        )
+    return table
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Interactions over a fixed catalogue of users and items.
@@ -47,11 +68,7 @@ class Dataset:
         extras: dict[str, Any] | None = None,
         source: str = "interactions",
     ) -> Dataset:
-        """Build from frames keyed by external ids (`user_id`, `item_id`).
-
-        Items or users absent from their tables but present in interactions are an error, not a
-        silent addition: it nearly always means the wrong file or the wrong column was given.
-        """
+        """Build from frames keyed by external ids (`user_id`, `item_id`)."""
         for col in ("user_id", "item_id"):
             if col not in interactions.columns:
                 raise DataError(
@@ -64,35 +81,8 @@ class Dataset:
         if inter[["user_id", "item_id"]].isna().any().any():
             raise DataError(f"{source}: empty user or item ids in interactions")
 
-        if items is None:
-            items = pd.DataFrame({"item_id": pd.unique(inter["item_id"])})
-        else:
-            items = items.copy()
-            items["item_id"] = items["item_id"].astype(str)
-            dup = items["item_id"].duplicated()
-            if dup.any():
-                raise DataError(f"items: duplicate item ids, e.g. {items['item_id'][dup].iloc[0]!r}")
-            unknown = ~inter["item_id"].isin(items["item_id"])
-            if unknown.any():
-                raise DataError(
-                    f"{source}: {int(unknown.sum())} interactions name items not in the item table, "
-                    f"e.g. item {inter['item_id'][unknown].iloc[0]!r}; add them to the items file "
-                    "or drop those rows"
-                )
-        if users is None:
-            users = pd.DataFrame({"user_id": pd.unique(inter["user_id"])})
-        else:
-            users = users.copy()
-            users["user_id"] = users["user_id"].astype(str)
-            dup = users["user_id"].duplicated()
-            if dup.any():
-                raise DataError(f"users: duplicate user ids, e.g. {users['user_id'][dup].iloc[0]!r}")
-            unknown = ~inter["user_id"].isin(users["user_id"])
-            if unknown.any():
-                raise DataError(
-                    f"{source}: {int(unknown.sum())} interactions name users not in the user table, "
-                    f"e.g. user {inter['user_id'][unknown].iloc[0]!r}"
-                )
+        items = _table(items, "item_id", inter, source, "item")
+        users = _table(users, "user_id", inter, source, "user")
         items = items.reset_index(drop=True)
         users = users.reset_index(drop=True)
         item_index = pd.Index(items["item_id"])

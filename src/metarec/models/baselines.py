@@ -82,7 +82,24 @@ class ItemKNNRecommender(Recommender):
         return np.asarray((state.history @ sim).todense(), dtype=np.float32)
 
 
-class ALSRecommender(Recommender):
+class _FactorModel(Recommender):
+    """implicit's factor models: learned factors for training users, a fold-in for new ones."""
+
+    def _fold_in_new(self, history: sp.csr_matrix) -> np.ndarray:
+        raise NotImplementedError
+
+    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None, known: bool = False) -> UserState:
+        history = history.tocsr().astype(np.float32)
+        if known and users is not None:
+            return UserState(history, self.model_.user_factors[users])
+        return UserState(history, self._fold_in_new(history))
+
+    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
+        V = self.model_.item_factors if items is None else self.model_.item_factors[items]
+        return state.payload @ V.T
+
+
+class ALSRecommender(_FactorModel):
     """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) via `implicit`; cold users by fold-in."""
 
     name = "als"
@@ -119,19 +136,11 @@ class ALSRecommender(Recommender):
         )
         self.model_.fit(self.train_matrix_, show_progress=False)
 
-    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None, known: bool = False) -> UserState:
-        history = history.tocsr().astype(np.float32)
-        if known and users is not None:
-            return UserState(history, self.model_.user_factors[users])
-        factors = self.model_.recalculate_user(np.arange(history.shape[0]), history)
-        return UserState(history, np.atleast_2d(factors))
-
-    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
-        V = self.model_.item_factors if items is None else self.model_.item_factors[items]
-        return state.payload @ V.T
+    def _fold_in_new(self, history: sp.csr_matrix) -> np.ndarray:
+        return np.atleast_2d(self.model_.recalculate_user(np.arange(history.shape[0]), history))
 
 
-class BPRRecommender(Recommender):
+class BPRRecommender(_FactorModel):
     """BPR-MF (Rendle et al. 2009) via `implicit`; cold users by SGD on their vector alone."""
 
     name = "bpr"
@@ -167,13 +176,7 @@ class BPRRecommender(Recommender):
         )
         self.model_.fit(self.train_matrix_, show_progress=False)
 
-    def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None, known: bool = False) -> UserState:
-        history = history.tocsr().astype(np.float32)
-        if known and users is not None:
-            return UserState(history, self.model_.user_factors[users])
-        return UserState(history, self._sgd_fold_in(history))
-
-    def _sgd_fold_in(self, history: sp.csr_matrix) -> np.ndarray:
+    def _fold_in_new(self, history: sp.csr_matrix) -> np.ndarray:
         """BPR updates on the new users' vectors only, all users at once per step.
 
         implicit's item factors end in a bias column and its user factors in a constant 1, so the
@@ -200,10 +203,6 @@ class BPRRecommender(Recommender):
             grad[:, -1] = 0.0
             U[active] += self.fold_in_lr * grad
         return U
-
-    def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
-        V = self.model_.item_factors if items is None else self.model_.item_factors[items]
-        return state.payload @ V.T
 
 
 class ItemMeanRecommender(Recommender):

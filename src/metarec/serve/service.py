@@ -68,7 +68,9 @@ class RecommenderService:
         self.index = ItemIndex(self._index_rows(E, b, text), exact_below=exact_below)
         self.text_index = ItemIndex(text, exact_below=exact_below)
         self._load_added_items()
-        self.states: dict[int, tuple[UserState, np.ndarray]] = {}
+        self.states: dict[int, tuple[UserState, np.ndarray]] = {}  # user id -> (state, query vector)
+        self.user_index: dict[str, int] = {}  # external -> database id (ids never change once created)
+        self.profiles: dict[str, np.ndarray] = {}  # profile text -> its vector
 
     # ------------------------------------------------------------------ catalogue
     def _index_rows(self, E: np.ndarray, b: np.ndarray, text: np.ndarray) -> np.ndarray:
@@ -119,7 +121,7 @@ class RecommenderService:
                                 **(it.get("fields") or {})} for it in items])  # fmt: skip
         texts = render(self.template, fields)
         with self.lock:  # one writer of the catalogue at a time keeps ids dense and in step
-            with self.store.session_scope() as s:
+            with self.store.write_lock, self.store.session_scope() as s:
                 clash = s.scalars(select(Item.external_id).where(Item.external_id.in_(ext))).all()
                 if clash:
                     raise Conflict(f"item id(s) already exist: {', '.join(sorted(clash)[:5])}")
@@ -144,7 +146,7 @@ class RecommenderService:
     # ------------------------------------------------------------------ users
     def create_user(self, external: str, profile_text: str | None) -> None:
         try:
-            with self.store.session_scope() as s:
+            with self.store.write_lock, self.store.session_scope() as s:
                 s.add(User(external_id=external, profile_text=profile_text or ""))
         except IntegrityError:
             raise Conflict(f"user {external!r} already exists") from None
@@ -168,7 +170,7 @@ class RecommenderService:
                 raise MetarecError(f"kind must be one of {sorted(KINDS)}, got {e['kind']!r}")
             if e["kind"] == "rating" and e.get("rating") is None:
                 raise MetarecError("a 'rating' event needs a rating value")
-        with self.store.session_scope() as s:
+        with self.store.write_lock, self.store.session_scope() as s:
             user = self._user(s, external)
             rows = [Interaction(user_id=user.id, item_id=self.item_index_of(s, e["item"]), kind=e["kind"],
                                 rating=e.get("rating")) for e in events]  # fmt: skip
@@ -179,6 +181,7 @@ class RecommenderService:
             state = self._adapt(s, user)  # inside the transaction: if adaptation fails, nothing is stored
         with self.lock:
             self.states[user.id] = state
+            self.user_index[external] = user.id
         return len(rows)
 
     def _adapt(self, s: Session, user: User) -> tuple[UserState, np.ndarray]:
@@ -196,28 +199,36 @@ class RecommenderService:
         profile = user.profile_text or None
         state = self.model.adapt(support, profile_text=profile if self.model.user_text_ is not None else None)
         h = self.model.query_vector(state)[0]
-        p = (
-            encode_texts(self.model.encoder_, [profile], "profile")[0]
-            if profile
-            else np.zeros(self.text_vectors.shape[1], np.float32)
-        )
+        p = self._profile_vector(profile)
         state.payload = {"seen": seen, "positives": positives, "profile": profile}
         return state, np.concatenate([h, [1.0], p]).astype(np.float32)
 
-    def _state(self, external: str) -> tuple[User, UserState, np.ndarray]:
+    def _profile_vector(self, profile: str | None) -> np.ndarray:
+        if not profile:
+            return np.zeros(self.text_vectors.shape[1], np.float32)
+        if profile not in self.profiles:
+            self.profiles[profile] = encode_texts(self.model.encoder_, [profile], "profile")[0]
+        return self.profiles[profile]
+
+    def _state(self, external: str) -> tuple[UserState, np.ndarray]:
+        """A user's adapted state: from memory when nothing changed since, else from the database."""
+        with self.lock:
+            uid = self.user_index.get(external)
+            cached = self.states.get(uid) if uid is not None else None
+        if cached is not None:
+            return cached
         with self.store.session_scope() as s:
             user = self._user(s, external)
-            with self.lock:
-                cached = self.states.get(user.id)
-            if cached is None:
-                cached = self._adapt(s, user)
-                with self.lock:
-                    self.states[user.id] = cached
-        return user, *cached
+            cached = self._adapt(s, user)
+        with self.lock:
+            # a write that committed meanwhile has stored a newer state: never replace it with this one
+            cached = self.states.setdefault(user.id, cached)
+            self.user_index[external] = user.id
+        return cached
 
     # ------------------------------------------------------------------ recommend
     def recommend(self, external: str, k: int, explain: bool = False) -> list[Explained]:
-        _user, state, query = self._state(external)
+        state, query = self._state(external)
         with self.lock:
             ids, scores = self.index.search(query, k, exclude=state.payload["seen"])
         out = []

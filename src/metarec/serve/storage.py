@@ -6,8 +6,9 @@ schema is created and upgraded by Alembic migrations (serve/migrations), never b
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -97,6 +97,9 @@ class Store:
         migrate(url)
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time and its busy handler backs off in sleeps of up to 100 ms;
+        # queueing writers on a lock in-process is far fairer. PostgreSQL needs no such thing.
+        self.write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
@@ -110,7 +113,3 @@ class Store:
             raise
         finally:
             session.close()
-
-    def item_count(self) -> int:
-        with self.session_scope() as s:
-            return len(s.scalars(select(Item.id)).all())
