@@ -188,16 +188,21 @@ class MetaRecommender(Recommender):
                 batches = ((u, sup, qry) for u, _, sup, qry in sampler.epoch(self.meta_batch))
             for bu, sup, qry in batches:
                 keep = (torch.rand(n_items, generator=gen) >= self.residual_dropout).float()
-                E, b = item_table(theta, self.item_text_, self.warm_, keep)
                 prof = None if self.user_text_ is None else self.user_text_[bu]
                 u0 = user_start(theta, len(bu), prof)
                 if ratings is not None:  # explicit: rows carry the ratings, 0 = unrated
                     vals = ratings[bu].toarray().astype(np.float32)
                     sup, qry = sup * vals, qry * vals
                 if self.negatives and self.objective == "ranking" and n_items > self.negatives:
-                    # sampled softmax: this batch's items plus a shared uniform sample of negatives
+                    # sampled softmax: this batch's items plus a shared uniform sample of negatives;
+                    # only their rows of the item table are computed
                     cols = self._sample_columns(sup, qry, np.random.default_rng(self.seed + len(losses) + 7919 * epoch))
-                    E, b, sup, qry = E[cols], b[cols], sup[:, cols], qry[:, cols]
+                    sub = {k: (v[cols] if k in ("item_res", "item_bias") else v) for k, v in theta.items()}
+                    text = None if self.item_text_ is None else self.item_text_[cols]
+                    E, b = item_table(sub, text, self.warm_[cols], keep[cols])
+                    sup, qry = sup[:, cols.numpy()], qry[:, cols.numpy()]
+                else:
+                    E, b = item_table(theta, self.item_text_, self.warm_, keep)
                 sup_t, qry_t = torch.from_numpy(np.ascontiguousarray(sup)), torch.from_numpy(np.ascontiguousarray(qry))
                 if self.algorithm in NON_META:
                     fast = {"u": u0 + user_res[torch.from_numpy(bu)]}
