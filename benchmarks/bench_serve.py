@@ -48,7 +48,7 @@ def train(config: dict, out: Path):
     return ds, model, time.perf_counter() - t
 
 
-async def load(base: str, paths: list[tuple[str, str, dict | None]]) -> dict:
+async def load(base: str, paths: list[tuple[str, str, dict | None]], concurrency: int = CONCURRENCY) -> dict:
     lat: list[float] = []
     errors = 0
     queue = list(paths)
@@ -64,7 +64,7 @@ async def load(base: str, paths: list[tuple[str, str, dict | None]]) -> dict:
 
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     return {
         "requests": len(lat),
@@ -103,10 +103,18 @@ def serve_and_load(artifact: Path, item_ids: list[str], n_users: int = 300) -> d
         recs = [("GET", f"/users/b{rng.randrange(n_users)}/recommendations?k=10", None) for _ in range(3000)]
         asyncio.run(load(base, recs[:300]))  # warm-up
         rec = asyncio.run(load(base, recs))
+        rec1 = asyncio.run(load(base, recs[:1000], concurrency=1))
         posts = [("POST", f"/users/b{rng.randrange(n_users)}/interactions",
-                  {"events": [{"item": rng.choice(item_ids), "kind": "click"}]}) for _ in range(1000)]  # fmt: skip
-        inter = asyncio.run(load(base, posts))
-        return {"health": health, "recommendations": rec, "interactions_with_readaptation": inter}
+                  {"events": [{"item": rng.choice(item_ids), "kind": "click"}]}) for _ in range(1500)]  # fmt: skip
+        inter = asyncio.run(load(base, posts[:1000]))
+        inter1 = asyncio.run(load(base, posts[1000:], concurrency=1))
+        return {
+            "health": health,
+            "recommendations": rec,
+            "recommendations_one_client": rec1,
+            "interactions_with_readaptation": inter,
+            "interactions_with_readaptation_one_client": inter1,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -160,7 +168,9 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps(out, indent=2))
     md = [
-        "# Service load on loopback (2 cores shared by server and client, SQLite, concurrency 8)",
+        "# Service load on loopback (2 cores shared by server and client, SQLite)",
+        "",
+        "Throughput with 8 concurrent clients; latency without queueing with one client (`one client` rows).",
         "",
         "| catalogue | index | endpoint | requests | errors | req/s | p50 ms | p99 ms |",
         "|---|---|---|---|---|---|---|---|",
@@ -168,7 +178,8 @@ def main() -> int:
     for name in ("ml-100k", "synthetic-100k"):
         r = out[name]
         index = "HNSW" if r["health"]["approximate_index"] else "exact"
-        for ep in ("recommendations", "interactions_with_readaptation"):
+        for ep in ("recommendations", "recommendations_one_client", "interactions_with_readaptation",
+                   "interactions_with_readaptation_one_client"):  # fmt: skip
             x = r[ep]
             label = f"{name} ({r['health']['items']:,} items)"
             md.append(f"| {label} | {index} | {ep.replace('_', ' ')} | {x['requests']} | "
