@@ -62,14 +62,6 @@ def auc(scores: np.ndarray, relevant: np.ndarray, valid: np.ndarray) -> np.ndarr
     return np.divide(denom - wrong, denom, out=np.full(len(s), np.nan), where=denom > 0)
 
 
-def mae(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean(np.abs(np.asarray(pred, np.float64) - np.asarray(true, np.float64))))
-
-
-def rmse(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(true, np.float64)) ** 2)))
-
-
 def coverage(recommended_counts: np.ndarray, n_candidates: int) -> float:
     """Share of the candidate catalogue that appears in at least one top-K list."""
     return float((recommended_counts > 0).sum() / max(1, n_candidates))

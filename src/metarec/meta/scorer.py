@@ -16,7 +16,6 @@ import torch
 
 Params = dict[str, torch.Tensor]
 
-USER_KEYS = ("u",)
 HEAD_KEYS = ("W1", "a1", "W2")
 
 

@@ -21,7 +21,7 @@ from metarec.data.schema import Dataset
 from metarec.errors import ConfigError
 from metarec.models.base import Recommender, UserState
 from metarec.text.cache import EmbeddingCache
-from metarec.text.encoders import TextEncoder, build_encoder
+from metarec.text.encoders import TextEncoder, build_encoder, normalise_rows
 from metarec.text.templates import item_texts, user_texts
 
 _ENCODERS: dict[str, TextEncoder] = {}
@@ -42,10 +42,6 @@ def encode_texts(encoder: TextEncoder, texts: list[str], template: str, batch_si
     if encoder.name.startswith("tfidf"):
         return encoder.encode(texts, batch_size)
     return EmbeddingCache(encoder, template).encode(texts, batch_size)
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class ContentKNNRecommender(Recommender):
@@ -86,7 +82,6 @@ class ContentKNNRecommender(Recommender):
             train, self.item_template, self.value_maps, self.max_reviews, self.review_field,
             extra_reviews=train.extras.get("revealed"),
         )  # fmt: skip
-        self.item_texts_ = texts
         self.item_vectors_ = encode_texts(self.encoder_, texts, self.item_template, self.batch_size)
         self.user_vectors_ = None
         if self.user_template:
@@ -96,7 +91,7 @@ class ContentKNNRecommender(Recommender):
 
     def _centroid(self, history: sp.csr_matrix) -> np.ndarray:
         counts = np.asarray(history.sum(axis=1)).ravel()
-        return _normalise(np.asarray(history @ self.item_vectors_) / np.maximum(counts, 1.0)[:, None])
+        return normalise_rows(np.asarray(history @ self.item_vectors_) / np.maximum(counts, 1.0)[:, None])
 
     def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None, known: bool = False) -> UserState:
         history = history.tocsr().astype(np.float32)
@@ -115,7 +110,7 @@ class ContentKNNRecommender(Recommender):
         if self.aggregation == "centroid":
             prof = self._centroid(H)
             if state.payload is not None:
-                prof = _normalise(prof + self.profile_weight * state.payload)
+                prof = normalise_rows(prof + self.profile_weight * state.payload)
             return prof @ V.T
         # knn: only the items these users touched enter the similarity block, so memory is
         # (distinct history items x candidates), bounded by the evaluator's user chunk

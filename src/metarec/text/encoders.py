@@ -41,7 +41,7 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
@@ -61,7 +61,6 @@ class SentenceTransformerEncoder:
         from sentence_transformers import SentenceTransformer
 
         _set_threads(threads)
-        self.model_name = model
         try:
             self.model = SentenceTransformer(resolve_model_path(model), device=device)
         except OSError as exc:
@@ -79,7 +78,7 @@ class SentenceTransformerEncoder:
         vecs = self.model.encode(
             list(texts), batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
         )
-        return _normalise(vecs)
+        return normalise_rows(vecs)
 
 
 class HFPooledEncoder:
@@ -150,7 +149,7 @@ class HFPooledEncoder:
             with torch.no_grad():
                 states = self.model(**enc).last_hidden_state
                 out.append(self.pool(states, enc["attention_mask"]).cpu().numpy())
-        return _normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+        return normalise_rows(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 
 
 class TfidfEncoder:
@@ -173,7 +172,7 @@ class TfidfEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
         if not self.fitted:
             self.fit(texts)
-        return _normalise(self.vectorizer.transform(list(texts)).toarray())
+        return normalise_rows(self.vectorizer.transform(list(texts)).toarray())
 
 
 def build_encoder(cfg: dict) -> TextEncoder:
