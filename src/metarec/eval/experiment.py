@@ -22,7 +22,7 @@ from metarec.data.splits import make_folds
 from metarec.errors import ConfigError
 from metarec.eval.evaluate import TaskResult, evaluate_task
 from metarec.eval.stats import mean_ci, paired_bootstrap
-from metarec.models import TEXT_MODELS, build_model
+from metarec.models import TEXT_MODELS, Recommender, build_model
 from metarec.utils import seed_everything
 
 
@@ -122,7 +122,7 @@ class ExperimentResult:
         return out
 
 
-def _load_artifact(path: str, ds: Dataset):
+def _load_artifact(path: str, ds: Dataset) -> Recommender:
     from metarec.models.io import load_model
 
     model, info = load_model(path)
@@ -153,6 +153,7 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
     metric_names = tuple(ev["metrics"])
     cells: dict[tuple[str, int | None, str], Cell] = {}
     models_cfg = cfg["models"]
+    artifacts: dict[str, Recommender] = {}
     with _progress() as bar:
         task_id = bar.add_task("evaluating", total=None, visible=progress)
         for protocol, params in cfg["protocols"].items():
@@ -176,7 +177,9 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                     t_fit = time.perf_counter()
                     if "artifact" in mcfg:
                         # a trained artefact is scored as is: it must not have seen this split's test users
-                        model = _load_artifact(mcfg["artifact"], ds)
+                        if mcfg["artifact"] not in artifacts:  # loaded once, scored on every fold
+                            artifacts[mcfg["artifact"]] = _load_artifact(mcfg["artifact"], ds)
+                        model = artifacts[mcfg["artifact"]]
                     else:
                         model = build_model(kind, mcfg, seed=seed + fold.fold).fit(fold.train)
                     model.display_name = display  # type: ignore[attr-defined]

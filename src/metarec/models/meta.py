@@ -138,20 +138,20 @@ class MetaRecommender(Recommender):
         t0 = time.perf_counter()
         self._features(train)
         n_items = train.n_items
-        seen = np.asarray(self.train_matrix_.sum(axis=0)).ravel() > 0
-        self.warm_ = torch.from_numpy((seen & self.item_residuals).astype(np.float32))
+        item_counts = np.asarray(self.train_matrix_.sum(axis=0)).ravel()
+        self.warm_ = torch.from_numpy(((item_counts > 0) & self.item_residuals).astype(np.float32))
         text_dim = 0 if self.item_text_ is None else self.item_text_.shape[1]
         user_text_dim = 0 if self.user_text_ is None else self.user_text_.shape[1]
         theta = init_params(n_items, self.dim, text_dim, user_text_dim, self.hidden, self.seed)
         theta["shot_gamma"] = torch.tensor(float(self.shot_gamma))
         # start from popularity (log counts): the strongest single cold-start signal, refined from there
-        counts = np.asarray(self.train_matrix_.sum(axis=0)).ravel()
         if self.objective == "rating":  # start from the (shrunk) item means, the classic strong baseline
             sums = np.asarray(train.matrix(binary=False).sum(axis=0)).ravel()
-            mu = sums.sum() / max(1.0, counts.sum())
-            theta["item_bias"] = torch.from_numpy((sums + 5 * mu) / (counts + 5)).float()
+            mu = sums.sum() / max(1.0, item_counts.sum())
+            theta["item_bias"] = torch.from_numpy((sums + 5 * mu) / (item_counts + 5)).float()
         else:
-            theta["item_bias"] = torch.from_numpy(np.log1p(counts) - np.log1p(counts).mean()).float()
+            log_pop = np.log1p(item_counts)
+            theta["item_bias"] = torch.from_numpy(log_pop - log_pop.mean()).float()
         theta = {k: v.requires_grad_() for k, v in theta.items()}
         inner = self._inner()
         lrs = {}
@@ -160,9 +160,8 @@ class MetaRecommender(Recommender):
             lrs[k] = torch.full(shape, float(self.inner_lr), requires_grad=self.algorithm == "metasgd")
         ranks = time_rank_matrix(train)
         ratings = train.matrix(binary=False) if self.objective == "rating" else None
-        counts = np.diff(ranks.indptr)
-        users = np.flatnonzero(counts >= 2)
-        valid = self._valid_rows(train, users)
+        users = np.flatnonzero(np.diff(ranks.indptr) >= 2)
+        valid = self._valid_rows(train)
         if self.objective == "rating":
             vint = train.extras.get("valid")
             self._valid_ratings_ = (train if vint is None else train.with_interactions(vint)).matrix(binary=False)
@@ -253,7 +252,7 @@ class MetaRecommender(Recommender):
             sup, qry = split_rows(rows, 0, rows.data)
             yield bu, sup, qry
 
-    def _valid_rows(self, train: Dataset, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray] | None:
+    def _valid_rows(self, train: Dataset) -> tuple[sp.csr_matrix, np.ndarray] | None:
         valid = train.extras.get("valid")
         if valid is None or len(valid) == 0:
             return None
