@@ -160,6 +160,17 @@ def cold_user(
         yield Fold("cold-user", f, fold_train, valid_users, tasks=tasks)
 
 
+def _reveal(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split each item's earliest `share` of interactions (at least one, never all) off as revealed."""
+    if share <= 0:
+        return rows.iloc[:0], rows
+    rows = rows.sort_values([ITEM, TIME] if TIME in rows.columns else [ITEM], kind="stable")
+    n = rows.groupby(ITEM, sort=False)[USER].transform("size").to_numpy()
+    pos = rows.groupby(ITEM, sort=False).cumcount().to_numpy()
+    n_rev = np.minimum(np.maximum(1, np.ceil(n * share)), n - 1)
+    return rows[pos < n_rev], rows[pos >= n_rev]
+
+
 def cold_item(
     ds: Dataset, n_folds: int = 5, reveal_share: float = 0.0, seed: int = 0, folds: list[int] | None = None
 ) -> Iterator[Fold]:
@@ -176,13 +187,7 @@ def cold_item(
         cold = chunks[f]
         is_cold = inter[ITEM].isin(cold).to_numpy()
         train, test = inter[~is_cold], inter[is_cold]
-        revealed = test.iloc[:0]
-        if reveal_share > 0:
-            test = test.sort_values([ITEM, TIME] if TIME in test.columns else [ITEM], kind="stable")
-            n = test.groupby(ITEM, sort=False)[USER].transform("size").to_numpy()
-            pos = test.groupby(ITEM, sort=False).cumcount().to_numpy()
-            n_rev = np.minimum(np.maximum(1, np.ceil(n * reveal_share)), n - 1)
-            revealed, test = test[pos < n_rev], test[pos >= n_rev]
+        revealed, test = _reveal(test, reveal_share)
         users = np.unique(test[USER].to_numpy())
         task = EvalTask("cold-item", f, None, users, train[train[USER].isin(users)], test, ds.n_items, cold)
         fold_train = ds.with_interactions(train)
@@ -196,10 +201,15 @@ def cold_both(
     n_folds: int = 5,
     valid_ratio: float = 0.1,
     support: str = "earliest",
+    reveal_share: float = 0.0,
     seed: int = 0,
     folds: list[int] | None = None,
 ) -> Iterator[Fold]:
-    """Unseen users known by k shots on warm items, asked to rank unseen (cold) items."""
+    """Unseen users known by k shots on warm items, asked to rank unseen (cold) items.
+
+    `reveal_share` > 0: the earliest share of the cold items' interactions by *training* users is
+    revealed as side information (reviews, early popularity), as in `cold_item`; test users' own
+    interactions never are."""
     inter = ds.interactions
     users = np.unique(inter[USER].to_numpy())
     items = np.unique(inter[ITEM].to_numpy())
@@ -221,9 +231,10 @@ def cold_both(
             sup = sup[sup[USER].isin(qry[USER].unique())]
             tusers = np.unique(sup[USER].to_numpy())
             tasks.append(EvalTask("cold-both", f, k, tusers, sup, qry, ds.n_items, cold, cold_users=True))
+        revealed, _ = _reveal(inter[inter[USER].isin(train_users).to_numpy() & is_cold], reveal_share)
         fold_train = ds.with_interactions(train)
         valid = inter[inter[USER].isin(valid_users).to_numpy() & ~is_cold]
-        fold_train = replace(fold_train, extras={**fold_train.extras, "valid": valid})
+        fold_train = replace(fold_train, extras={**fold_train.extras, "valid": valid, "revealed": revealed})
         yield Fold("cold-both", f, fold_train, valid_users, cold, tasks)
 
 
