@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_embed.py
 	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_meta.py
+	$(BIN)/python benchmarks/bench_serve.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
