@@ -20,23 +20,24 @@ TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _fresh_pg_url() -> str:
-    """A new empty database per test, so tests never see each other's rows."""
-    name = f"metarec_{uuid.uuid4().hex[:10]}"
+def _admin(sql: str) -> None:
     admin = create_engine(PG, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
-        c.execute(text(f"CREATE DATABASE {name}"))
+        c.execute(text(sql))
     admin.dispose()
-    return PG.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'svc.db'}"
+        yield f"sqlite:///{tmp_path / 'svc.db'}"
+        return
     if not PG:
         pytest.skip("METAREC_TEST_PG_URL not set (.ci/run starts PostgreSQL and sets it)")
-    return _fresh_pg_url()
+    name = f"metarec_{uuid.uuid4().hex[:10]}"  # a new empty database per test: no test sees another's rows
+    _admin(f"CREATE DATABASE {name}")
+    yield PG.rsplit("/", 1)[0] + "/" + name
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
