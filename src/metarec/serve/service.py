@@ -95,13 +95,15 @@ class RecommenderService:
                 .order_by(Item.id)
             ).all()
         if added:
-            self._index_new(
-                [r.id for r in added], [r.external_id for r in added], [r.title for r in added], [r.text for r in added]
-            )
+            rows = self._embed([r.text for r in added])
+            self._index_new([r.id for r in added], [r.external_id for r in added], [r.title for r in added], *rows)
 
-    def _index_new(self, ids: list[int], external: list[str], titles: list[str], texts: list[str]) -> None:
+    def _embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         vec = encode_texts(self.model.encoder_, texts, self.template)
-        E, b = self.model.item_vectors(vec)
+        return (*self.model.item_vectors(vec), vec)
+
+    def _index_new(self, ids: list[int], external: list[str], titles: list[str], E: np.ndarray, b: np.ndarray,
+                   vec: np.ndarray) -> None:  # fmt: skip
         with self.lock:
             if ids[0] != len(self.item_ids):
                 raise MetarecError("item ids out of step with the index; restart the service")
@@ -120,6 +122,7 @@ class RecommenderService:
         fields = pd.DataFrame([{"title": it["title"], "text": it.get("text") or "", "description": it.get("text") or "",
                                 **(it.get("fields") or {})} for it in items])  # fmt: skip
         texts = render(self.template, fields)
+        embedded = self._embed(texts)  # before any write: an encoder failure leaves nothing behind
         with self.lock:  # one writer of the catalogue at a time keeps ids dense and in step
             with self.store.write_lock, self.store.session_scope() as s:
                 clash = s.scalars(select(Item.external_id).where(Item.external_id.in_(ext))).all()
@@ -129,7 +132,7 @@ class RecommenderService:
                 ids = list(range(start, start + len(items)))
                 s.add_all(Item(id=i, external_id=e, title=it["title"], text=t)
                           for i, e, it, t in zip(ids, ext, items, texts, strict=True))  # fmt: skip
-            self._index_new(ids, ext, [it["title"] for it in items], texts)
+            self._index_new(ids, ext, [it["title"] for it in items], *embedded)
         return ext
 
     def item_index_of(self, s: Session, external: str) -> int:
