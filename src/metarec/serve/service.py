@@ -135,12 +135,6 @@ class RecommenderService:
             self._index_new(ids, ext, [it["title"] for it in items], *embedded)
         return ext
 
-    def item_index_of(self, s: Session, external: str) -> int:
-        got = s.scalar(select(Item.id).where(Item.external_id == external))
-        if got is None:
-            raise NotFound(f"unknown item {external!r}")
-        return got
-
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         vec = encode_texts(self.model.encoder_, [query], "query")[0]
         ids, sims = self.text_index.search(vec, k)
@@ -175,8 +169,15 @@ class RecommenderService:
                 raise MetarecError("a 'rating' event needs a rating value")
         with self.store.write_lock, self.store.session_scope() as s:
             user = self._user(s, external)
-            rows = [Interaction(user_id=user.id, item_id=self.item_index_of(s, e["item"]), kind=e["kind"],
-                                rating=e.get("rating")) for e in events]  # fmt: skip
+            wanted = {e["item"] for e in events}
+            index = dict(
+                s.execute(select(Item.external_id, Item.id).where(Item.external_id.in_(wanted))).tuples().all()
+            )
+            missing = sorted(wanted - set(index))
+            if missing:
+                raise NotFound(f"unknown item(s) {', '.join(map(repr, missing[:5]))}; add them with POST /items")
+            rows = [Interaction(user_id=user.id, item_id=index[e["item"]], kind=e["kind"], rating=e.get("rating"))
+                    for e in events]  # fmt: skip
             s.add_all(rows)
             s.flush()
             if fail_after_insert:  # test hook: a crash between the writes and the commit
