@@ -170,9 +170,7 @@ class RecommenderService:
         with self.store.write_lock, self.store.session_scope() as s:
             user = self._user(s, external)
             wanted = {e["item"] for e in events}
-            index = dict(
-                s.execute(select(Item.external_id, Item.id).where(Item.external_id.in_(wanted))).tuples().all()
-            )
+            index = dict(s.execute(select(Item.external_id, Item.id).where(Item.external_id.in_(wanted))).all())
             missing = sorted(wanted - set(index))
             if missing:
                 raise NotFound(f"unknown item(s) {', '.join(map(repr, missing[:5]))}; add them with POST /items")
