@@ -25,6 +25,21 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _load_named(
+    name: str,
+    path: str | None = None,
+    meta: str | None = None,
+    columns: list[str] | None = None,
+    items: str | None = None,
+    users: str | None = None,
+):
+    """A dataset named on the command line, loaded through the same path as a config's [dataset]."""
+    from metarec.data.sources import load_dataset
+
+    cfg = _dataset_cfg(name, path, meta, columns, items, users)
+    return load_dataset({k: v for k, v in cfg.items() if v})
+
+
 def _dataset_cfg(
     name: str,
     path: str | None,
@@ -83,10 +98,9 @@ def data_info(
     column: Annotated[list[str] | None, typer.Option(help="csv/parquet column map, ours=theirs")] = None,
 ) -> None:
     """Load a dataset and print its size, fields and fingerprint."""
-    from metarec.data.sources import load_dataset
 
     try:
-        ds = load_dataset({k: v for k, v in _dataset_cfg(name, path, meta, column, items, users).items() if v})
+        ds = _load_named(name, path, meta, column, items, users)
     except MetarecError as exc:
         _fail(exc)
     console.print_json(json.dumps(ds.summary(), default=str))
@@ -107,13 +121,12 @@ def embed(
     progress: Annotated[bool, typer.Option(help="progress bar")] = True,
 ) -> None:
     """Encode item (and user) texts into the embedding cache; print throughput and cache hits."""
-    from metarec.data.sources import load_dataset
     from metarec.models.content import encode_texts, get_encoder
     from metarec.text.cache import EmbeddingCache
     from metarec.text.templates import item_texts, user_texts
 
     try:
-        ds = load_dataset({k: v for k, v in _dataset_cfg(name, path, meta, None, None, None).items() if v})
+        ds = _load_named(name, path, meta)
         enc = get_encoder({"encoder": encoder, "model": model, "pooling": pooling, "threads": threads})
         jobs = [("items", template, item_texts(ds, template))]
         if users_template:
