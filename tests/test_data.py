@@ -60,11 +60,11 @@ def test_clean_dedupes_thresholds_and_kcores():
 
 
 def test_synthetic_has_planted_structure(synth):
-    topics = synth.extras["item_topic"]
-    prefs = synth.extras["user_prefs"]
+    topics = synth.items["topic"].to_numpy()
+    fav = synth.users["favourite_topic"].to_numpy()
     df = synth.interactions
-    share_fav = (topics[df["item"].to_numpy()] == prefs.argmax(1)[df["user"].to_numpy()]).mean()
-    assert share_fav > 2.0 / prefs.shape[1]  # far above the 1/n_topics of unstructured data
+    share_fav = (topics[df["item"].to_numpy()] == fav[df["user"].to_numpy()]).mean()
+    assert share_fav > 2.0 / (topics.max() + 1)  # far above the 1/n_topics of unstructured data
     assert synth.items["title"].str.len().min() > 0
 
 
@@ -236,5 +236,5 @@ def test_real_movielens_100k_with_knowledge_graph():
     assert (len(ds.interactions), ds.n_users, ds.n_items) == (100_000, 943, 1_682)
     assert {"title", "year", "genres"} <= set(ds.items.columns)
     assert {"age", "gender", "occupation"} <= set(ds.users.columns)
-    assert len(ds.extras["kg"]) > 90_000 and len(ds.extras["kg_link"]) > 1_500
+    assert ds.kg is not None and len(ds.kg.triples) > 90_000 and len(ds.kg.links) > 1_500
     assert ds.items.loc[0, "title"] == "Toy Story"

@@ -8,7 +8,7 @@ from ranx import Qrels, Run, evaluate
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from metarec.eval import metrics as M
+from metarec import metrics as M
 from metarec.eval.stats import mean_ci, paired_bootstrap
 
 

@@ -63,7 +63,7 @@ def test_als_fold_in_recovers_a_training_user(synth):
 
 def test_bpr_fold_in_ranks_support_neighbourhood(synth):
     m = build_model("bpr", FAST["bpr"]).fit(synth)
-    topics = synth.extras["item_topic"]
+    topics = synth.items["topic"].to_numpy()
     t0 = np.flatnonzero(topics == 0)[:5]
     state = m.adapt(pd.DataFrame({"item": t0}))
     top = [i for i, _ in m.recommend_for(state, 10)]

@@ -63,7 +63,7 @@ def test_health_docs_and_page(client):
 def test_recommend_feedback_adapts_and_history(client, synth):
     assert client.post("/users", json={"id": "alice"}, headers=AUTH).status_code == 201
     before = [r["id"] for r in client.get("/users/alice/recommendations?k=10").json()]
-    topics = synth.extras["item_topic"]
+    topics = synth.items["topic"].to_numpy()
     space = [f"i{i}" for i in range(200) if topics[i] == 0][:6]
     r = client.post(
         "/users/alice/interactions", json={"events": [{"item": i, "kind": "like"} for i in space]}, headers=AUTH
@@ -81,7 +81,7 @@ def test_recommend_feedback_adapts_and_history(client, synth):
 def test_text_only_user_gets_profile_matches(client, synth):
     client.post("/users", json={"id": "bob", "profile_text": "I enjoy space and rocket stories"}, headers=AUTH)
     recs = client.get("/users/bob/recommendations?k=10&explain=true").json()
-    topics = synth.extras["item_topic"]
+    topics = synth.items["topic"].to_numpy()
     assert sum(topics[int(r["id"][1:])] == 0 for r in recs) >= 6
     assert any({"space", "rocket"} & set(r["matched_profile_words"]) for r in recs)
 

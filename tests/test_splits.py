@@ -80,7 +80,7 @@ def test_cold_item_removes_items_from_training(synth):
 
 def test_cold_item_reveal_is_never_scored_or_trained(synth):
     fold = next(cold_item(synth, n_folds=4, reveal_share=0.2, seed=0))
-    revealed = fold.train.extras["revealed"]
+    revealed = fold.revealed
     assert len(revealed) > 0 and set(revealed[ITEM]) <= set(fold.cold_items)
     assert not _pairs(revealed) & _pairs(fold.tasks[0].query)
     assert not _pairs(revealed) & _pairs(fold.train.interactions)
@@ -90,7 +90,7 @@ def test_cold_item_reveal_is_never_scored_or_trained(synth):
 
 def test_cold_both_has_unseen_users_and_items(synth):
     for fold in cold_both(synth, shots=[3], n_folds=5, seed=0, reveal_share=0.2):
-        revealed = fold.train.extras["revealed"]
+        revealed = fold.revealed
         assert set(revealed[ITEM]) <= set(fold.cold_items)
         assert not set(revealed[USER]) & set(fold.tasks[0].users)  # test users' rows are never revealed
         train = fold.train.interactions

@@ -60,7 +60,7 @@ def compact(ds: Dataset) -> Dataset:
         df.reset_index(drop=True),
         ds.items.iloc[i_keep].reset_index(drop=True),
         ds.users.iloc[u_keep].reset_index(drop=True),
-        ds.extras,
+        ds.kg,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,24 @@ def _table(table: pd.DataFrame | None, key: str, inter: pd.DataFrame, source: st
 
 
 @dataclass(frozen=True)
+class KnowledgeGraph:
+    """Facts about items: `triples` (head, relation, tail entity ids) and `links` (item_id -> entity).
+
+    Typed rather than a loose side channel so a loader, a template and a KG feature source agree on
+    one shape; items without a link simply have no facts."""
+
+    triples: pd.DataFrame
+    links: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        for frame, cols, what in ((self.triples, ("head", "relation", "tail"), "triples"),
+                                  (self.links, ("item_id", "entity"), "links")):  # fmt: skip
+            missing = [c for c in cols if c not in frame.columns]
+            if missing:
+                raise DataError(f"knowledge graph {what}: missing column(s) {missing}; have {list(frame.columns)}")
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Interactions over a fixed catalogue of users and items.
 
@@ -55,7 +73,7 @@ class Dataset:
     interactions: pd.DataFrame
     items: pd.DataFrame
     users: pd.DataFrame
-    extras: dict[str, Any] = field(default_factory=dict)
+    kg: KnowledgeGraph | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -65,7 +83,7 @@ class Dataset:
         interactions: pd.DataFrame,
         items: pd.DataFrame | None = None,
         users: pd.DataFrame | None = None,
-        extras: dict[str, Any] | None = None,
+        kg: KnowledgeGraph | None = None,
         source: str = "interactions",
     ) -> Dataset:
         """Build from frames keyed by external ids (`user_id`, `item_id`)."""
@@ -100,7 +118,7 @@ class Dataset:
         for col in inter.columns:  # keep extra columns (review text, predefined split, ...)
             if col not in out.columns and col not in ("user_id", "item_id"):
                 out[col] = inter[col].to_numpy()
-        return cls(name, out.reset_index(drop=True), items, users, dict(extras or {}))
+        return cls(name, out.reset_index(drop=True), items, users, kg)
 
     def with_interactions(self, interactions: pd.DataFrame, name: str | None = None) -> Dataset:
         """Same catalogue and id maps, other interactions (a split, a cleaned copy)."""
@@ -172,6 +190,7 @@ class Dataset:
         }
         if self.has_ratings:
             out["rating_mean"] = float(self.interactions[RATING].mean())
-        for k, v in self.extras.items():
-            out[f"extra:{k}"] = len(v) if hasattr(v, "__len__") else str(v)
+        if self.kg is not None:
+            out["kg_triples"] = len(self.kg.triples)
+            out["kg_linked_items"] = len(self.kg.links)
         return out

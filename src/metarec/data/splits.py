@@ -8,7 +8,7 @@ Python loops over users), and the invariants they promise are tested in tests/te
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -67,12 +67,21 @@ class EvalTask:
 
 @dataclass
 class Fold:
+    """One training set and the tasks scored against it.
+
+    `valid` holds meta-valid users' interactions (early stopping and selection only, never trained
+    on); `revealed` holds cold items' early-adopter interactions, which models may read as item side
+    information (counts, review text) but never train on or score. Both are passed to `fit` by name.
+    """
+
     protocol: str
     fold: int
     train: Dataset
     valid_users: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     cold_items: np.ndarray | None = None
     tasks: list[EvalTask] = field(default_factory=list)
+    valid: pd.DataFrame | None = None
+    revealed: pd.DataFrame | None = None
 
 
 def _time_order(df: pd.DataFrame) -> pd.DataFrame:
@@ -154,10 +163,8 @@ def cold_user(
             sup, qry = _shots(test, k, min_query, support, seed + f)
             tusers = np.unique(sup[USER].to_numpy())
             tasks.append(EvalTask("cold-user", f, k, tusers, sup, qry, ds.n_items, cold_users=True, explicit=explicit))
-        # meta-valid users' interactions travel with the training set for early stopping only
-        fold_train = ds.with_interactions(train)
-        fold_train = replace(fold_train, extras={**fold_train.extras, "valid": inter[inter[USER].isin(valid_users)]})
-        yield Fold("cold-user", f, fold_train, valid_users, tasks=tasks)
+        valid = inter[inter[USER].isin(valid_users)]
+        yield Fold("cold-user", f, ds.with_interactions(train), valid_users, tasks=tasks, valid=valid)
 
 
 def _reveal(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -178,7 +185,7 @@ def cold_item(
 
     `reveal_share` > 0 models a launch: each cold item's earliest share of interactions (at least
     one, never all) is revealed, i.e. its early adopters' reviews and counts may be read as item
-    side information (`train.extras["revealed"]`), but those rows are neither trained on nor scored.
+    side information (`Fold.revealed`), but those rows are neither trained on nor scored.
     """
     items = np.unique(ds.interactions[ITEM].to_numpy())
     chunks = _chunks(items, n_folds, seed)
@@ -190,9 +197,7 @@ def cold_item(
         revealed, test = _reveal(test, reveal_share)
         users = np.unique(test[USER].to_numpy())
         task = EvalTask("cold-item", f, None, users, train[train[USER].isin(users)], test, ds.n_items, cold)
-        fold_train = ds.with_interactions(train)
-        fold_train = replace(fold_train, extras={**fold_train.extras, "revealed": revealed})
-        yield Fold("cold-item", f, fold_train, cold_items=cold, tasks=[task])
+        yield Fold("cold-item", f, ds.with_interactions(train), cold_items=cold, tasks=[task], revealed=revealed)
 
 
 def cold_both(
@@ -232,10 +237,8 @@ def cold_both(
             tusers = np.unique(sup[USER].to_numpy())
             tasks.append(EvalTask("cold-both", f, k, tusers, sup, qry, ds.n_items, cold, cold_users=True))
         revealed, _ = _reveal(inter[inter[USER].isin(train_users).to_numpy() & is_cold], reveal_share)
-        fold_train = ds.with_interactions(train)
         valid = inter[inter[USER].isin(valid_users).to_numpy() & ~is_cold]
-        fold_train = replace(fold_train, extras={**fold_train.extras, "valid": valid, "revealed": revealed})
-        yield Fold("cold-both", f, fold_train, valid_users, cold, tasks)
+        yield Fold("cold-both", f, ds.with_interactions(train), valid_users, cold, tasks, valid, revealed)
 
 
 def predefined(ds: Dataset, column: str = "split") -> Fold:
@@ -248,7 +251,8 @@ def predefined(ds: Dataset, column: str = "split") -> Fold:
     users = np.unique(test[USER].to_numpy())
     cold = not np.isin(users, train[USER].to_numpy()).all()
     task = EvalTask("predefined", 0, None, users, train[train[USER].isin(users)], test, ds.n_items, cold_users=cold)
-    return Fold("predefined", 0, ds.with_interactions(train), valid_users, tasks=[task])
+    valid = inter[inter[column] == "valid"]
+    return Fold("predefined", 0, ds.with_interactions(train), valid_users, tasks=[task], valid=valid)
 
 
 def make_folds(ds: Dataset, protocol: str, params: dict, seed: int) -> Iterator[Fold]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from metarec import metrics as M
 from metarec.data.splits import EvalTask
-from metarec.eval import metrics as M
 from metarec.models.base import Recommender
 
 DEFAULT_METRICS = (*M.RANKING, "auc", "coverage", "novelty")

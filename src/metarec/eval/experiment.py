@@ -181,7 +181,8 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                             artifacts[mcfg["artifact"]] = _load_artifact(mcfg["artifact"], ds)
                         model = artifacts[mcfg["artifact"]]
                     else:
-                        model = build_model(kind, mcfg, seed=seed + fold.fold).fit(fold.train)
+                        model = build_model(kind, mcfg, seed=seed + fold.fold)
+                        model.fit(fold.train, valid=fold.valid, revealed=fold.revealed)
                     model.display_name = display  # type: ignore[attr-defined]
                     key = f"fit:{protocol}:{display}"
                     timings[key] = timings.get(key, 0.0) + time.perf_counter() - t_fit

@@ -1,8 +1,9 @@
 """The scorer: a MeLU-style network on LLM vectors, written as pure functions of a parameter dict.
 
-Items:  e_i = X_i W + r_i,   b_i = X_i w + c_i     (X_i: LLM vector of the item's text; r_i, c_i: a
-        learned residual, kept only for items seen in training, so unseen items score from text alone)
-Users:  u = u_0 + T_u P                           (T_u: LLM vector of the user's profile text, if any)
+Items:  e_i = sum_s X_si W_s + r_i,   b_i = sum_s X_si w_s + c_i
+        (X_si: row i of item feature source s, e.g. the LLM vector of the item's text; r_i, c_i: the
+        ID residual, kept only for items seen in training, so unseen items score from features alone)
+Users:  u = u_0 + sum_s T_su P_s                  (T_su: user feature sources, e.g. profile text)
         h = u + W_2 relu(W_1 u + a_1)             (decision layers, MeLU's "local update" part)
 Score:  s(u, i) = e_i . h + b_i
 
@@ -19,8 +20,13 @@ Params = dict[str, torch.Tensor]
 HEAD_KEYS = ("W1", "a1", "W2")
 
 
+def proj_key(side: str, source: str, what: str = "proj") -> str:
+    """Parameter name of a feature source's projection (or bias) weights, e.g. 'item:text:proj'."""
+    return f"{side}:{source}:{what}"
+
+
 def init_params(
-    n_items: int, dim: int, text_dim: int, user_text_dim: int, hidden: int, seed: int
+    n_items: int, dim: int, item_dims: dict[str, int], user_dims: dict[str, int], hidden: int, seed: int
 ) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
 
@@ -33,11 +39,13 @@ def init_params(
         "user_init": rnd(dim, scale=0.05),
         "shot_gamma": torch.tensor(0.5),  # inner step grows as k^gamma with the support size k
     }
-    if text_dim:
-        p["text_proj"] = rnd(text_dim, dim, scale=text_dim**-0.5)
-        p["text_bias"] = torch.zeros(text_dim)
-    if user_text_dim:
-        p["profile_proj"] = rnd(user_text_dim, dim, scale=0.1 * user_text_dim**-0.5)
+    for name, d in item_dims.items():
+        if d:
+            p[proj_key("item", name)] = rnd(d, dim, scale=d**-0.5)
+            p[proj_key("item", name, "bias")] = torch.zeros(d)
+    for name, d in user_dims.items():
+        if d:
+            p[proj_key("user", name)] = rnd(d, dim, scale=0.1 * d**-0.5)
     if hidden:
         p["W1"] = rnd(hidden, dim, scale=dim**-0.5)
         p["a1"] = torch.zeros(hidden)
@@ -46,7 +54,7 @@ def init_params(
 
 
 def item_table(
-    theta: Params, text: torch.Tensor | None, warm: torch.Tensor, residual_keep: torch.Tensor | None = None
+    theta: Params, feats: dict[str, torch.Tensor], warm: torch.Tensor, residual_keep: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Item vectors and biases for the whole catalogue (one matrix product, shared by all users).
 
@@ -56,16 +64,18 @@ def item_table(
     keep = warm if residual_keep is None else warm * residual_keep
     E = theta["item_res"] * keep[:, None]
     b = theta["item_bias"] * keep
-    if text is not None and "text_proj" in theta:
-        E = E + text @ theta["text_proj"]
-        b = b + text @ theta["text_bias"]
+    for name, X in feats.items():
+        if (key := proj_key("item", name)) in theta:
+            E = E + X @ theta[key]
+            b = b + X @ theta[proj_key("item", name, "bias")]
     return E, b
 
 
-def user_start(theta: Params, n: int, profile: torch.Tensor | None) -> torch.Tensor:
+def user_start(theta: Params, n: int, feats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     u = theta["user_init"].expand(n, -1)
-    if profile is not None and "profile_proj" in theta:
-        u = u + profile @ theta["profile_proj"]
+    for name, T in (feats or {}).items():
+        if (key := proj_key("user", name)) in theta:
+            u = u + T @ theta[key]
     return u
 
 
@@ -73,9 +83,7 @@ def logits_one(fast: Params, shared: Params, E: torch.Tensor, b: torch.Tensor) -
     """Scores of one user over all items; head weights come from `fast` if adapted, else `shared`."""
     h = fast["u"]
     if "W1" in fast or "W1" in shared:
-        W1 = fast.get("W1", shared.get("W1"))
-        a1 = fast.get("a1", shared.get("a1"))
-        W2 = fast.get("W2", shared.get("W2"))
+        W1, a1, W2 = (fast[k] if k in fast else shared[k] for k in HEAD_KEYS)
         h = h + W2 @ torch.relu(W1 @ h + a1)
     return E @ h + b
 

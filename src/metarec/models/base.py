@@ -7,13 +7,18 @@ two so that warm and cold users share one path:
     scores = model.score_state(state)       # (n_users, n_items) matrix product, no Python loops
 
 `adapt` / `recommend_for` wrap the same two calls for one new user (the serving path).
+
+State, not attributes: `get_params()` returns the constructor arguments only (so
+`sklearn.base.clone` works), and `state_dict()` / `load_state_dict()` carry everything learned as
+named arrays plus a JSON-ready dict, which `models/io.py` writes as safetensors + a manifest.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -35,6 +40,28 @@ class NotFittedError(MetarecError):
     pass
 
 
+@dataclass
+class ModelState:
+    """What a fitted model learned: named arrays (saved as safetensors) and JSON-ready values."""
+
+    arrays: dict[str, np.ndarray]
+    extra: dict[str, Any]
+
+
+def pack_csr(prefix: str, m: sp.csr_matrix, out: dict[str, np.ndarray]) -> None:
+    m = m.tocsr()
+    out[f"{prefix}.indptr"] = m.indptr.astype(np.int64)
+    out[f"{prefix}.indices"] = m.indices.astype(np.int64)
+    out[f"{prefix}.data"] = m.data.astype(np.float32)
+    out[f"{prefix}.shape"] = np.asarray(m.shape, np.int64)
+
+
+def unpack_csr(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
+    shape = tuple(int(x) for x in arrays[f"{prefix}.shape"])
+    parts = (arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], arrays[f"{prefix}.indptr"])
+    return sp.csr_matrix(parts, shape=shape)
+
+
 class Recommender(ABC):
     name: str = "recommender"
     #: can rank items that have no training interaction (from their text); CF models cannot
@@ -47,7 +74,9 @@ class Recommender(ABC):
 
     # ---------------------------------------------------------------- to implement
     @abstractmethod
-    def _fit(self, train: Dataset) -> None: ...
+    def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
+        """Learn from `train`; `valid` (meta-valid users' interactions) may only steer early stopping,
+        `revealed` (cold items' early adopters) may only be read as item side information."""
 
     @abstractmethod
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
@@ -63,12 +92,13 @@ class Recommender(ABC):
         return UserState(history.tocsr().astype(np.float32))
 
     # ---------------------------------------------------------------- shared
-    def fit(self, train: Dataset) -> Self:
+    def fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> Self:
         self.n_items_ = train.n_items
         self.n_users_ = train.n_users
         self.train_matrix_ = train.matrix()
         self._states: dict[int, UserState] = {}
-        self._fit(train)
+        self.fit_info_: dict[str, Any] = {}
+        self._fit(train, valid, revealed)
         return self
 
     def _check_fitted(self) -> None:
@@ -113,9 +143,73 @@ class Recommender(ABC):
         top = np.argsort(-scores, kind="stable")[:k]
         return [(int(i), float(scores[i])) for i in top if np.isfinite(scores[i])]
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+    def known_items(self, user: int) -> np.ndarray:
+        """Items a training user interacted with (dense ids)."""
+        self._check_fitted()
+        return self.train_matrix_[user].indices.copy()
+
+    # ---------------------------------------------------------------- parameters and state
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments, as given (scikit-learn's contract; `clone` relies on it)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Self:
+        bad = sorted(set(params) - set(self._param_names()))
+        if bad:
+            raise MetarecError(f"{type(self).__name__} has no parameter(s) {bad}; it has {self._param_names()}")
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """What this model learned beyond the training matrix; override with `_load_state`."""
+        return {}, {}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        return None
+
+    def state_dict(self) -> ModelState:
+        self._check_fitted()
+        arrays, extra = self._state()
+        pack_csr("train", self.train_matrix_, arrays)
+        return ModelState(arrays, {**extra, "fit_info": self.fit_info_})
+
+    def load_state_dict(self, state: ModelState) -> Self:
+        """Restore a fitted model (the constructor has been called with the saved `get_params()`)."""
+        self.train_matrix_ = unpack_csr("train", state.arrays)
+        self.n_users_, self.n_items_ = self.train_matrix_.shape
+        self._states = {}
+        self.fit_info_ = dict(state.extra.get("fit_info", {}))
+        self._load_state(state.arrays, state.extra)
+        return self
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+@runtime_checkable
+class Servable(Protocol):
+    """What the service may use of a model, and nothing private: adapt a user, place items, score."""
+
+    n_items_: int
+
+    @property
+    def reads_profile_text(self) -> bool: ...
+
+    def adapt(self, support: pd.DataFrame, profile_text: str | None = None) -> UserState: ...
+
+    def query_vector(self, state: UserState) -> np.ndarray: ...
+
+    def item_vectors(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def new_item_vectors(self, records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def item_text(self) -> Any: ...
+
+    def known_items(self, user: int) -> np.ndarray: ...

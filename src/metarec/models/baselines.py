@@ -8,8 +8,10 @@ neighbours of the support items, ALS solves the user's least-squares step with i
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -19,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from metarec.data.schema import ITEM, Dataset
 from metarec.errors import DataError
-from metarec.models.base import Recommender, UserState
+from metarec.models.base import Recommender, UserState, pack_csr, unpack_csr
 
 
 def _cols(m: np.ndarray, items: np.ndarray | None) -> np.ndarray:
@@ -32,7 +34,10 @@ class RandomRecommender(Recommender):
     name = "random"
     supports_cold_items = True
 
-    def _fit(self, train: Dataset) -> None:
+    def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
+        self.rng_ = np.random.default_rng(self.seed)
+
+    def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         self.rng_ = np.random.default_rng(self.seed)
 
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
@@ -43,18 +48,25 @@ class RandomRecommender(Recommender):
 class PopularityRecommender(Recommender):
     """Most-interacted items first; strong on MovieLens, and the honest bar for cold users.
 
-    Where a cold-item split reveals early adopters (`train.extras["revealed"]`), their counts rank
+    Where a cold-item split reveals early adopters (`revealed`), their counts rank
     the cold items too: "popularity among cold items", as a catalogue would see it after launch.
     """
 
     name = "popularity"
 
-    def _fit(self, train: Dataset) -> None:
+    def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         self.popularity_ = np.asarray(self.train_matrix_.sum(axis=0)).ravel().astype(np.float32)
-        revealed = train.extras.get("revealed")
         self.supports_cold_items = revealed is not None and len(revealed) > 0
         if self.supports_cold_items:
+            assert revealed is not None
             self.popularity_ += np.bincount(revealed[ITEM].to_numpy(), minlength=self.n_items_).astype(np.float32)
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {"popularity": self.popularity_}, {"supports_cold_items": self.supports_cold_items}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        self.popularity_ = arrays["popularity"]
+        self.supports_cold_items = bool(extra["supports_cold_items"])
 
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
         return np.tile(_cols(self.popularity_, items), (state.history.shape[0], 1))
@@ -70,12 +82,20 @@ class ItemKNNRecommender(Recommender):
         self.neighbours = neighbours
         self.num_threads = num_threads
 
-    def _fit(self, train: Dataset) -> None:
+    def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         knn = CosineRecommender(K=self.neighbours, num_threads=self.num_threads)
         with warnings.catch_warnings():  # implicit's own normalize() hands itself a COO matrix
             warnings.simplefilter("ignore", ParameterWarning)
             knn.fit(self.train_matrix_, show_progress=False)
         self.similarity_ = knn.similarity.tocsr().astype(np.float32)
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        out: dict[str, np.ndarray] = {}
+        pack_csr("similarity", self.similarity_, out)
+        return out, {}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        self.similarity_ = unpack_csr("similarity", arrays)
 
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
         sim = self.similarity_ if items is None else self.similarity_[:, items]
@@ -84,6 +104,19 @@ class ItemKNNRecommender(Recommender):
 
 class _FactorModel(Recommender):
     """implicit's factor models: learned factors for training users, a fold-in for new ones."""
+
+    model_: AlternatingLeastSquares | BayesianPersonalizedRanking
+
+    def _build(self) -> AlternatingLeastSquares | BayesianPersonalizedRanking:
+        raise NotImplementedError
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {"item_factors": self.model_.item_factors, "user_factors": self.model_.user_factors}, {}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        self.model_ = self._build()  # implicit's models are plain factor arrays once fitted
+        self.model_.item_factors = arrays["item_factors"]
+        self.model_.user_factors = arrays["user_factors"]
 
     def _fold_in_new(self, history: sp.csr_matrix) -> np.ndarray:
         raise NotImplementedError
@@ -120,13 +153,13 @@ class ALSRecommender(_FactorModel):
         self.iterations = iterations
         self.num_threads = num_threads
 
-    def _fit(self, train: Dataset) -> None:
+    def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         # implicit parallelises over users itself; a threaded BLAS underneath only oversubscribes
         with threadpool_limits(1, "blas"):
             self._fit_als()
 
-    def _fit_als(self) -> None:
-        self.model_ = AlternatingLeastSquares(
+    def _build(self) -> AlternatingLeastSquares:
+        return AlternatingLeastSquares(
             factors=self.factors,
             regularization=self.regularization,
             alpha=self.alpha,
@@ -134,6 +167,9 @@ class ALSRecommender(_FactorModel):
             random_state=self.seed,
             num_threads=self.num_threads,
         )
+
+    def _fit_als(self) -> None:
+        self.model_ = self._build()
         self.model_.fit(self.train_matrix_, show_progress=False)
 
     def _fold_in_new(self, history: sp.csr_matrix) -> np.ndarray:
@@ -165,8 +201,12 @@ class BPRRecommender(_FactorModel):
         self.fold_in_lr = fold_in_lr
         self.num_threads = num_threads
 
-    def _fit(self, train: Dataset) -> None:
-        self.model_ = BayesianPersonalizedRanking(
+    def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
+        self.model_ = self._build()
+        self.model_.fit(self.train_matrix_, show_progress=False)
+
+    def _build(self) -> BayesianPersonalizedRanking:
+        return BayesianPersonalizedRanking(
             factors=self.factors,
             learning_rate=self.learning_rate,
             regularization=self.regularization,
@@ -174,7 +214,6 @@ class BPRRecommender(_FactorModel):
             random_state=self.seed,
             num_threads=self.num_threads,
         )
-        self.model_.fit(self.train_matrix_, show_progress=False)
 
     def _fold_in_new(self, history: sp.csr_matrix) -> np.ndarray:
         """BPR updates on the new users' vectors only, all users at once per step.
@@ -217,13 +256,19 @@ class ItemMeanRecommender(Recommender):
         super().__init__(seed)
         self.shrinkage = shrinkage
 
-    def _fit(self, train: Dataset) -> None:
+    def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         if not train.has_ratings:
             raise DataError(f"{train.name} has no ratings: itemmean needs explicit feedback")
         sums = np.asarray(train.matrix(binary=False).sum(axis=0)).ravel()
         counts = np.asarray(self.train_matrix_.sum(axis=0)).ravel()
         self.global_mean_ = float(sums.sum() / max(1.0, counts.sum()))
         self.item_means_ = ((sums + self.shrinkage * self.global_mean_) / (counts + self.shrinkage)).astype(np.float32)
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {"item_means": self.item_means_}, {"global_mean": self.global_mean_}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        self.item_means_, self.global_mean_ = arrays["item_means"], float(extra["global_mean"])
 
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
         return np.tile(_cols(self.item_means_, items), (state.history.shape[0], 1))

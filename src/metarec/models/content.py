@@ -10,7 +10,6 @@ items are ranked like any other, and a user with only a profile text still gets 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -18,30 +17,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from metarec.data.schema import Dataset
-from metarec.errors import ConfigError
+from metarec.errors import ConfigError, MetarecError
 from metarec.models.base import Recommender, UserState
-from metarec.text.cache import EmbeddingCache
-from metarec.text.encoders import TextEncoder, build_encoder, normalise_rows
+from metarec.text.encoders import normalise_rows
+from metarec.text.registry import encode_texts, get_encoder
 from metarec.text.templates import item_texts, user_texts
-
-_ENCODERS: dict[str, TextEncoder] = {}
-
-
-def get_encoder(cfg: dict[str, Any]) -> TextEncoder:
-    """Load a language model once per process; TF-IDF is refitted per corpus, so never shared."""
-    if cfg.get("encoder") == "tfidf":
-        return build_encoder(cfg)
-    key = json.dumps(cfg, sort_keys=True, default=str)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = build_encoder(cfg)
-    return _ENCODERS[key]
-
-
-def encode_texts(encoder: TextEncoder, texts: list[str], template: str, batch_size: int = 64) -> np.ndarray:
-    """Through the on-disk cache for language models; TF-IDF vocabularies differ per fit, so direct."""
-    if encoder.name.startswith("tfidf"):
-        return encoder.encode(texts, batch_size)
-    return EmbeddingCache(encoder, template).encode(texts, batch_size)
 
 
 class ContentKNNRecommender(Recommender):
@@ -63,7 +43,7 @@ class ContentKNNRecommender(Recommender):
         seed: int = 0,
     ) -> None:
         super().__init__(seed)
-        self.text = dict(text or {})
+        self.text = text  # encoder config (the run's [text] table); None: the default model
         self.item_template = item_template
         self.user_template = user_template
         if aggregation not in ("centroid", "knn"):
@@ -76,11 +56,11 @@ class ContentKNNRecommender(Recommender):
         self.review_field = review_field
         self.batch_size = batch_size
 
-    def _fit(self, train: Dataset) -> None:
+    def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         self.encoder_ = get_encoder(self.text)  # TF-IDF fits its vocabulary on the item texts below
         texts = item_texts(
             train, self.item_template, self.value_maps, self.max_reviews, self.review_field,
-            extra_reviews=train.extras.get("revealed"),
+            extra_reviews=revealed,
         )  # fmt: skip
         self.item_vectors_ = encode_texts(self.encoder_, texts, self.item_template, self.batch_size)
         self.user_vectors_ = None
@@ -88,6 +68,19 @@ class ContentKNNRecommender(Recommender):
             utexts = user_texts(train, self.user_template, self.value_maps, self.max_reviews, self.review_field)
             self.user_vectors_ = encode_texts(self.encoder_, utexts, self.user_template, self.batch_size)
             self.user_vectors_[[not t for t in utexts]] = 0.0
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if self.encoder_.name.startswith("tfidf"):
+            raise MetarecError("a TF-IDF content model cannot be saved (its vocabulary is refitted per corpus)")
+        arrays = {"item_vectors": self.item_vectors_}
+        if self.user_vectors_ is not None:
+            arrays["user_vectors"] = self.user_vectors_
+        return arrays, {}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        self.encoder_ = get_encoder(self.text)
+        self.item_vectors_ = arrays["item_vectors"]
+        self.user_vectors_ = arrays.get("user_vectors")
 
     def _centroid(self, history: sp.csr_matrix) -> np.ndarray:
         counts = np.asarray(history.sum(axis=1)).ravel()

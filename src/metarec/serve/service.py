@@ -19,12 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from metarec.errors import MetarecError
-from metarec.models.base import UserState
-from metarec.models.content import encode_texts
+from metarec.models.base import Servable, UserState
 from metarec.models.io import load_model
 from metarec.serve.index import ItemIndex
 from metarec.serve.storage import Interaction, Item, Store, User
-from metarec.text.templates import render
 
 POSITIVE = {"click", "like"}
 KINDS = {"click", "like", "dislike", "rating"}
@@ -51,17 +49,22 @@ class Explained:
 
 class RecommenderService:
     def __init__(self, artifact: str | Path, db_url: str, exact_below: int = 20_000, profile_weight: float = 2.0):
-        self.model, info = load_model(artifact)
+        model, info = load_model(artifact)
+        if not isinstance(model, Servable):
+            raise MetarecError(
+                f"{artifact} holds a {info['model']!r} model, which cannot be served; train a meta model"
+            )
+        view = model.item_text()
+        if view is None:
+            raise MetarecError("serving needs a model with an item text source (item_features.text)")
+        self.model: Servable = model
+        self.text, text = view  # the item text source (template + encoder) and the catalogue's text vectors
         self.store = Store(db_url)
         self.lock = threading.RLock()
         self.profile_weight = profile_weight
-        self.template = self.model.item_template
         self.item_ids: list[str] = list(info["item_ids"])
         self.titles: list[str] = list(info.get("item_titles") or self.item_ids)
         self.train_users = {u: i for i, u in enumerate(info["user_ids"])}
-        text = self.model.item_text_.numpy() if self.model.item_text_ is not None else None
-        if text is None:
-            raise MetarecError("serving needs a model trained with item text (use_text = true)")
         self.text_vectors = text
         E, b = self.model.item_vectors()
         self._seed_items()
@@ -95,12 +98,14 @@ class RecommenderService:
                 .order_by(Item.id)
             ).all()
         if added:
-            rows = self._embed([r.text for r in added])
+            rows = self._embed(pd.DataFrame({"title": [r.title for r in added]}), [r.text for r in added])
             self._index_new([r.id for r in added], [r.external_id for r in added], [r.title for r in added], *rows)
 
-    def _embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        vec = encode_texts(self.model.encoder_, texts, self.template)
-        return (*self.model.item_vectors(vec), vec)
+    def _embed(self, records: pd.DataFrame, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(E, b) from the model's item sources, and the text vectors of the rendered item texts."""
+        vec = self.text.encode(texts)
+        records = records.assign(**{self.text.rendered_column: texts})
+        return (*self.model.new_item_vectors(records), vec)
 
     def _index_new(self, ids: list[int], external: list[str], titles: list[str], E: np.ndarray, b: np.ndarray,
                    vec: np.ndarray) -> None:  # fmt: skip
@@ -121,8 +126,8 @@ class RecommenderService:
         # the same template the model's training items went through; unknown fields render empty
         fields = pd.DataFrame([{"title": it["title"], "text": it.get("text") or "", "description": it.get("text") or "",
                                 **(it.get("fields") or {})} for it in items])  # fmt: skip
-        texts = render(self.template, fields)
-        embedded = self._embed(texts)  # before any write: an encoder failure leaves nothing behind
+        texts = self.text.render(fields)
+        embedded = self._embed(fields, texts)  # before any write: an encoder failure leaves nothing behind
         with self.lock:  # one writer of the catalogue at a time keeps ids dense and in step
             with self.store.write_lock, self.store.session_scope() as s:
                 clash = s.scalars(select(Item.external_id).where(Item.external_id.in_(ext))).all()
@@ -136,7 +141,7 @@ class RecommenderService:
         return ext
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        vec = encode_texts(self.model.encoder_, [query], "query")[0]
+        vec = self.text.encode([query], "query")[0]
         ids, sims = self.text_index.search(vec, k)
         return list(zip(ids.tolist(), sims.tolist(), strict=True))
 
@@ -193,13 +198,13 @@ class RecommenderService:
         positives = [r.item_id for r in rows if r.kind in POSITIVE or (r.kind == "rating" and (r.rating or 0) >= 4)]
         seen = {r.item_id for r in rows}
         if user.external_id in self.train_users:
-            train_items = self.model.train_matrix_[self.train_users[user.external_id]].indices.tolist()
+            train_items = self.model.known_items(self.train_users[user.external_id]).tolist()
             positives += train_items
             seen |= set(train_items)
         n_model = self.model.n_items_
         support = pd.DataFrame({"item": sorted({i for i in positives if i < n_model})})
         profile = user.profile_text or None
-        state = self.model.adapt(support, profile_text=profile if self.model.user_text_ is not None else None)
+        state = self.model.adapt(support, profile_text=profile if self.model.reads_profile_text else None)
         h = self.model.query_vector(state)[0]
         p = self._profile_vector(profile)
         state.payload = {"seen": seen, "positives": positives, "profile": profile}
@@ -209,7 +214,7 @@ class RecommenderService:
         if not profile:
             return np.zeros(self.text_vectors.shape[1], np.float32)
         if profile not in self.profiles:
-            self.profiles[profile] = encode_texts(self.model.encoder_, [profile], "profile")[0]
+            self.profiles[profile] = self.text.encode([profile], "profile")[0]
         return self.profiles[profile]
 
     def _state(self, external: str) -> tuple[UserState, np.ndarray]:
@@ -235,7 +240,8 @@ class RecommenderService:
             ids, scores = self.index.search(query, k, exclude=state.payload["seen"])
         out = []
         for i, sc in zip(ids.tolist(), scores.tolist(), strict=True):
-            because, words = ([], [])
+            because: list[str] = []
+            words: list[str] = []
             if explain:
                 because, words = self._explain(i, state.payload)
             out.append(Explained(i, float(sc), because, words))

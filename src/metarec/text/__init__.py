@@ -8,6 +8,7 @@ from metarec.text.encoders import (
     TfidfEncoder,
     build_encoder,
 )
+from metarec.text.registry import encode_texts, get_encoder
 
 __all__ = [
     "EmbeddingCache",
@@ -16,4 +17,6 @@ __all__ = [
     "TextEncoder",
     "TfidfEncoder",
     "build_encoder",
+    "encode_texts",
+    "get_encoder",
 ]

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from metarec.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
-POOLINGS = ("mean", "max", "cls", "attention")
+POOLINGS = ("mean", "max", "cls")
 
 
 @runtime_checkable
@@ -82,10 +85,10 @@ class SentenceTransformerEncoder:
 
 
 class HFPooledEncoder:
-    """A Hugging Face `AutoModel` with a chosen pooling over token states.
+    """A Hugging Face `AutoModel` with a chosen pooling over token states (mean, max or [CLS]).
 
-    `attention` pooling is a learned head (a linear score per token, softmax over the real tokens);
-    it starts from a seeded random init and is an `nn.Module` later models can train end to end.
+    A learned attention pooling was removed: an untrained random head is no better than mean pooling,
+    and training it belongs with fine-tuning the encoder itself (the LLM-tuning issue).
     """
 
     def __init__(
@@ -95,9 +98,7 @@ class HFPooledEncoder:
         max_length: int = 256,
         device: str = "cpu",
         threads: int | None = None,
-        seed: int = 0,
     ) -> None:
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
         if pooling not in POOLINGS:
@@ -112,16 +113,10 @@ class HFPooledEncoder:
         self.pooling = pooling
         self.max_length = max_length
         self.device = device
-        hidden = int(self.model.config.hidden_size)
-        self.dim = hidden
+        self.dim = int(self.model.config.hidden_size)
         self.name = f"hf:{model}:{pooling}"
-        g = torch.Generator().manual_seed(seed)
-        self.attention_head = torch.nn.Linear(hidden, 1).to(device)
-        with torch.no_grad():
-            self.attention_head.weight.copy_(torch.randn(1, hidden, generator=g) / hidden**0.5)
-            self.attention_head.bias.zero_()
 
-    def pool(self, states, mask):  # (B, T, H), (B, T) -> (B, H)
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T, H), (B, T) -> (B, H)
         import torch
 
         m = mask.unsqueeze(-1).to(states.dtype)
@@ -129,11 +124,7 @@ class HFPooledEncoder:
             return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.pooling == "max":
             return states.masked_fill(m == 0, torch.finfo(states.dtype).min).max(1).values
-        if self.pooling == "cls":
-            return states[:, 0]
-        logits = self.attention_head(states).squeeze(-1).masked_fill(mask == 0, float("-inf"))
-        weights = torch.softmax(logits, dim=1).unsqueeze(-1)
-        return (states * weights).sum(1)
+        return states[:, 0]  # cls
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
         import torch
@@ -175,7 +166,7 @@ class TfidfEncoder:
         return normalise_rows(self.vectorizer.transform(list(texts)).toarray())
 
 
-def build_encoder(cfg: dict) -> TextEncoder:
+def build_encoder(cfg: dict[str, Any]) -> TextEncoder:
     """From a config's [text] table: kind = sentence-transformers | hf | tfidf."""
     cfg = dict(cfg)
     kind = cfg.pop("encoder", "sentence-transformers")
@@ -184,7 +175,7 @@ def build_encoder(cfg: dict) -> TextEncoder:
     if kind in ("sentence-transformers", "st"):
         return SentenceTransformerEncoder(model, device=cfg.get("device", "cpu"), threads=threads)
     if kind == "hf":
-        return HFPooledEncoder(model, pooling=cfg.get("pooling", "mean"), threads=threads, seed=cfg.get("seed", 0))
+        return HFPooledEncoder(model, pooling=cfg.get("pooling", "mean"), threads=threads)
     if kind == "tfidf":
         return TfidfEncoder(max_features=cfg.get("max_features", 4096))
     raise ConfigError(f"text.encoder must be sentence-transformers, hf or tfidf, got {kind!r}")

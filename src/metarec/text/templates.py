@@ -71,10 +71,9 @@ def aggregate_reviews(
 
 def kg_facts(ds: Dataset, max_facts: int = 10) -> list[str]:
     """Freebase facts about each item as 'relation tail' phrases (ids, useful as lexical tokens)."""
-    if "kg" not in ds.extras:
+    if ds.kg is None:
         return [""] * ds.n_items
-    link = ds.extras["kg_link"]
-    kg = ds.extras["kg"]
+    link, kg = ds.kg.links, ds.kg.triples
     ent_of = dict(zip(link["item_id"].astype(str), link["entity"], strict=False))
     facts = kg.assign(rel=kg["relation"].str.rsplit(".", n=1).str[-1].str.replace("_", " "))
     facts = facts.groupby("head").head(max_facts)

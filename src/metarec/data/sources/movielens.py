@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metarec.data.schema import Dataset
+from metarec.data.schema import Dataset, KnowledgeGraph
 from metarec.errors import DataError
 from metarec.utils import metarec_home
 
@@ -182,7 +182,7 @@ def parse_ml100k_home(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
     return inter, items, users
 
 
-def parse_ml100k_recbole(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+def parse_ml100k_recbole(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, KnowledgeGraph | None]:
     inter = _read_recbole(d, "ml-100k.inter")
     items = _read_recbole(d, "ml-100k.item").rename(
         columns={"movie_title": "title", "release_year": "year", "class": "genres"}
@@ -193,14 +193,14 @@ def parse_ml100k_recbole(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
     return inter, items, users, _read_kg(d)
 
 
-def _read_kg(d: Path) -> dict:
+def _read_kg(d: Path) -> KnowledgeGraph | None:
     if not (d / "ml-100k.kg").exists():
-        return {}
+        return None
     kg = _read_recbole(d, "ml-100k.kg").rename(
         columns={"head_id": "head", "relation_id": "relation", "tail_id": "tail"}
     )
     link = _read_recbole(d, "ml-100k.link").rename(columns={"entity_id": "entity"})
-    return {"kg": kg, "kg_link": link}
+    return KnowledgeGraph(kg, link)
 
 
 def parse_ml1m(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -248,17 +248,17 @@ def load(variant: str = "ml-100k", path: str | Path | None = None, verify: bool 
     raw = _raw_dir(variant, dest)
     if raw is None:
         raise DataError(f"{dest} holds no {variant} files; run `metarec data fetch {variant} --force`")
-    extras: dict = {}
+    kg = None
     if variant == "ml-100k" and raw.name == "recbole":
-        inter, items, users, extras = parse_ml100k_recbole(raw)
+        inter, items, users, kg = parse_ml100k_recbole(raw)
     elif variant == "ml-100k":
         inter, items, users = parse_ml100k_home(raw)
-        extras = _read_kg(dest / "recbole")
+        kg = _read_kg(dest / "recbole")
     elif variant == "ml-1m":
         inter, items, users = parse_ml1m(raw)
     else:
         inter, items, users = parse_ml20m(raw)
-    ds = Dataset.from_frames(variant, inter, items, users, extras=extras, source=str(raw))
+    ds = Dataset.from_frames(variant, inter, items, users, kg=kg, source=str(raw))
     if verify:
         n_r, n_u, n_i = EXPECTED[variant]
         got = (len(ds.interactions), ds.n_users, ds.n_items)

@@ -57,6 +57,7 @@ def make(
             "title": titles,
             "genres": [_TOPIC_WORDS[t][0] for t in item_topic],
             "description": descriptions,
+            "topic": item_topic,  # the planted truth, also a structured field for feature-source tests
         }
     )
     prefs = rng.dirichlet(np.full(n_topics, concentration), size=n_users)
@@ -66,12 +67,13 @@ def make(
             "user_id": [f"u{u}" for u in range(n_users)],
             "age": rng.integers(18, 70, size=n_users),
             "profile": [f"I enjoy {_TOPIC_WORDS[t][0]} and {_TOPIC_WORDS[t][1]} stories" for t in fav],
+            "favourite_topic": fav,
         }
     )
     topic_items = [np.flatnonzero(item_topic == t) for t in range(n_topics)]
     # per topic, the cumulative popularity of its items: drawing is a searchsorted, not a loop
     cum = [np.cumsum(item_pop[pool]) / item_pop[pool].sum() if len(pool) else None for pool in topic_items]
-    rows = []
+    rows: list[tuple[str, str, float, int]] = []
     lo, hi = interactions_per_user
     for u in range(n_users):
         n = int(rng.integers(lo, hi + 1))
@@ -92,4 +94,4 @@ def make(
         for i, r in zip(picked[order], ratings, strict=True):
             rows.append((f"u{u}", f"i{i}", float(r), 1_000_000 + len(rows)))
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
-    return Dataset.from_frames(name, inter, items, users, extras={"item_topic": item_topic, "user_prefs": prefs})
+    return Dataset.from_frames(name, inter, items, users)

@@ -1,0 +1,52 @@
+"""Feature sources: items and users as matrices for the neural models (text, ids, fields, ...).
+
+A config names a side's sources as a table keyed by source name; `type` picks the class and
+defaults to the name:
+
+    [models.maml.item_features]
+    text = { template = "{title} ({year})" }
+    genres = { type = "fields", columns = ["genres"], split = { genres = " " } }
+    id = {}
+
+A new source is one new file with a `FeatureSource` subclass plus one line in `SOURCES`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from metarec.errors import ConfigError
+from metarec.features.base import FeatureSource, Side
+from metarec.features.fields import FieldsSource
+from metarec.features.ids import IdSource
+from metarec.features.text import TextSource
+from metarec.features.tower import Tower
+
+SOURCES: dict[str, type[FeatureSource]] = {
+    "text": TextSource,
+    "id": IdSource,
+    "fields": FieldsSource,
+}
+
+
+def build_sources(spec: dict[str, dict[str, Any]] | None, side: Side,
+                  text: dict[str, Any] | None = None) -> list[FeatureSource]:  # fmt: skip
+    """Sources from a config table; text sources inherit the run's [text] encoder unless they set one."""
+    out: list[FeatureSource] = []
+    for name, params in (spec or {}).items():
+        params = dict(params or {})
+        kind = params.pop("type", name)
+        if kind not in SOURCES:
+            raise ConfigError(f"{side}_features.{name}: unknown source type {kind!r}; available: {', '.join(SOURCES)}")
+        cls = SOURCES[kind]
+        if "text" in inspect.signature(cls).parameters:  # language-model sources share the run's encoder
+            params["text"] = {**(text or {}), **params.get("text", {})}
+        try:
+            out.append(cls(name=name, side=side, **params))
+        except TypeError as exc:
+            raise ConfigError(f"{side}_features.{name} ({kind}): {exc}") from None
+    return out
+
+
+__all__ = ["SOURCES", "FeatureSource", "FieldsSource", "IdSource", "TextSource", "Tower", "build_sources"]

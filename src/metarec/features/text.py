@@ -1,0 +1,83 @@
+"""Text through a pretrained language model: a template renders each record, an encoder embeds it.
+
+Item templates may use `{reviews}` (review fields of the interactions the model may see, including
+cold items' revealed early adopters) and `{kg}` (knowledge-graph facts); vectors go through the
+on-disk cache, so a second fit encodes nothing it has seen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metarec.data.schema import Dataset
+from metarec.features.base import FeatureSource, Side
+from metarec.text.encoders import TextEncoder
+from metarec.text.registry import encode_texts, get_encoder
+from metarec.text.templates import item_texts, render, user_texts
+
+DEFAULT_TEMPLATES = {"item": "{title}", "user": "{profile}"}
+
+
+class TextSource(FeatureSource):
+    kind = "text"
+
+    def __init__(
+        self,
+        name: str = "text",
+        side: Side = "item",
+        template: str | None = None,
+        text: dict[str, Any] | None = None,
+        value_maps: dict[str, dict[str, str]] | None = None,
+        max_reviews: int = 5,
+        review_field: str = "summary",
+        batch_size: int = 64,
+    ) -> None:
+        super().__init__(name, side)
+        self.template = template or DEFAULT_TEMPLATES[side]
+        self.text = dict(text or {})  # encoder config; the model fills in the run's [text] table
+        self.value_maps = value_maps
+        self.max_reviews = max_reviews
+        self.review_field = review_field
+        self.batch_size = batch_size
+        self._encoder: TextEncoder | None = None
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """Loaded on first use (once per process): constructing a source must stay cheap."""
+        if self._encoder is None:
+            self._encoder = get_encoder(self.text)
+            self.dim_ = self._encoder.dim
+        return self._encoder
+
+    def encode(self, texts: list[str], namespace: str | None = None) -> np.ndarray:
+        """Vectors of already rendered texts (a search query, a profile), cached per namespace."""
+        return encode_texts(self.encoder, texts, namespace or self.template, self.batch_size)
+
+    def render(self, records: pd.DataFrame) -> list[str]:
+        return render(self.template, records, self.value_maps)
+
+    def fit_transform(self, train: Dataset, revealed: pd.DataFrame | None = None) -> np.ndarray:
+        if self.side == "item":
+            texts = item_texts(train, self.template, self.value_maps, self.max_reviews, self.review_field,
+                               extra_reviews=revealed)  # fmt: skip
+            return self.encode(texts)
+        texts = user_texts(train, self.template, self.value_maps, self.max_reviews, self.review_field)
+        vecs = self.encode(texts)
+        vecs[[not t for t in texts]] = 0.0  # no profile: no signal, rather than the vector of ""
+        return vecs
+
+    @property
+    def rendered_column(self) -> str:
+        """A records column that, when present, holds this source's text already rendered (the service
+        stores rendered texts, not every field, so items added after training re-embed from them)."""
+        return f"_text:{self.name}"
+
+    def transform(self, records: pd.DataFrame) -> np.ndarray:
+        col = self.rendered_column
+        texts = records[col].fillna("").astype(str).tolist() if col in records.columns else self.render(records)
+        vecs = self.encode(texts)
+        vecs[[not t for t in texts]] = 0.0
+        return vecs
