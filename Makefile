@@ -35,9 +35,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_meta.py
 	$(BIN)/python benchmarks/bench_serve.py
 
+# ruff (incl. mccabe complexity, C90) and mypy; settings live in pyproject.toml
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -37,7 +37,7 @@ def main() -> int:
     for algo in ALGORITHMS:
         torch.set_num_threads(2)
         t0 = time.perf_counter()
-        model = build_model("meta", {"algorithm": algo, "item_template": "{title}"}, seed=42).fit(fold.train)
+        model = build_model("meta", {"algorithm": algo}, seed=42).fit(fold.train, valid=fold.valid)
         train_s = time.perf_counter() - t0
         torch.set_num_threads(1)
         adapt_ms, full_ms = [], []
@@ -52,7 +52,7 @@ def main() -> int:
             {
                 "algorithm": algo,
                 "train_seconds": train_s,
-                "epochs": model.epochs_run_,
+                "epochs": model.fit_info_["epochs"],
                 "adapt_ms_p50": float(np.percentile(adapt_ms, 50)),
                 "adapt_ms_p99": float(np.percentile(adapt_ms, 99)),
                 "adapt_and_top10_ms_p50": float(np.percentile(full_ms, 50)),

@@ -159,7 +159,7 @@ def main() -> int:
         syn_cfg = {
             "dataset": {"source": "synthetic", "n_users": 3000, "n_items": 100_000, "interactions_per_user": [20, 60],
                         "n_topics": 12, "seed": 0},
-            "model": {"algorithm": "maml", "item_template": "{title}", "negatives": 2000, "epochs": 10},
+            "model": {"algorithm": "maml", "negatives": 2000, "epochs": 10},
         }  # fmt: skip
         ds, model, secs = train(syn_cfg, Path(tmp) / "syn")
         out["synthetic-100k"] = {"train_seconds": secs, "ann": ann_recall(model),

@@ -21,7 +21,8 @@ def artifact(tmp_path_factory, synth):
     from metarec.models import build_model
     from metarec.models.io import save_model
 
-    model = build_model("meta", {"epochs": 6, "dim": 16, "item_features": {"text": {"template": "{title}. {description}"}, "id": {}}}).fit(synth)
+    features = {"text": {"template": "{title}. {description}"}, "id": {}}
+    model = build_model("meta", {"epochs": 6, "dim": 16, "item_features": features}).fit(synth)
     return save_model(model, tmp_path_factory.mktemp("artifact") / "m", synth)
 
 

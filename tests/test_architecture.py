@@ -107,7 +107,7 @@ def test_old_artifact_format_is_a_clear_error(tmp_path, fold):
     out = save_model(build_model("popularity").fit(fold.train), tmp_path / "p", fold.train)
     manifest = out / "manifest.json"
     manifest.write_text(manifest.read_text().replace(FORMAT, "metarec-model/1"))
-    with pytest.raises(Exception, match="metarec-model/1.*retrain"):
+    with pytest.raises(Exception, match=r"metarec-model/1.*retrain"):
         load_model(out)
 
 
@@ -184,7 +184,11 @@ def test_fields_source_ranks_launch_day_items_from_structured_fields(synth):
     X = src.fit_transform(fold.train)
     assert X.shape == (synth.n_items, src.dim_) and set(np.unique(X)) <= {0.0, 1.0}
     assert np.array_equal(src.transform(synth.items.iloc[:5]), X[:5])
-    params = {"epochs": 8, "dim": 16, "item_features": {"fields": {"columns": ["topic"], "categorical": ["topic"]}, "id": {}}}
+    params = {
+        "epochs": 8,
+        "dim": 16,
+        "item_features": {"fields": {"columns": ["topic"], "categorical": ["topic"]}, "id": {}},
+    }
     model = build_model("meta", params).fit(fold.train, revealed=fold.revealed)
     rnd = build_model("random").fit(fold.train)
     got = evaluate_task(model, task).per_user["ndcg@10"].mean()

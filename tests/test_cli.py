@@ -104,5 +104,11 @@ def test_train_writes_an_artifact_that_evaluate_and_python_load(tmp_path):
     assert res.exit_code == 0, res.output
     (run,) = (tmp_path / "runs").iterdir()
     assert "trained" in json.loads((run / "results.json").read_text())["results"]["warm"]
-    res = runner.invoke(app, ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "als"])
-    assert res.exit_code == 2 and "meta" in res.output
+    # any registered model is an artefact; a one-off recommendation reads it back
+    als = tmp_path / "als"
+    res = runner.invoke(app, ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "als", "--out", str(als)])
+    assert res.exit_code == 0 and "trained als (als)" in res.output, res.output
+    res = runner.invoke(app, ["recommend", "--artifact", str(als), "--user", "u3", "--k", "3"])
+    assert res.exit_code == 0 and res.output.count("(i") == 3, res.output
+    res = runner.invoke(app, ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "nope"])
+    assert res.exit_code == 2 and "nope" in res.output

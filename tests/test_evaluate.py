@@ -15,7 +15,7 @@ from metarec.models.base import Recommender, UserState
 class Constant(Recommender):
     name = "constant"
 
-    def _fit(self, train: Dataset) -> None:
+    def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         pass
 
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:

@@ -124,8 +124,13 @@ def test_every_algorithm_trains_and_scores(fold, algorithm):
 def test_head_adaptation_and_profile_text(synth):
     m = build_model(
         "meta",
-        {**FAST, "epochs": 6, "hidden": 16, "adapt_params": "user+head",
-         "user_features": {"profile": {"type": "text", "template": "{profile}"}}},  # fmt: skip
+        {
+            **FAST,
+            "epochs": 6,
+            "hidden": 16,
+            "adapt_params": "user+head",
+            "user_features": {"profile": {"type": "text", "template": "{profile}"}},
+        },
     ).fit(synth)
     assert set(m.fold_in(synth.matrix()[:2], np.arange(2)).payload) == {"u", "W1", "a1", "W2"}
     state = m.adapt(pd.DataFrame({"item": []}), profile_text="I enjoy space and rocket stories")

@@ -11,17 +11,31 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from metarec.errors import MetarecError
 
 app = typer.Typer(help="LLM-understood, meta-learned recommendations.", no_args_is_help=True)
 data_app = typer.Typer(help="Fetch and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+config_app = typer.Typer(help="Check and print experiment configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 console = Console()
 
 
+#: `--set KEY=VALUE`, repeatable: a TOML value at a dotted path, validated like the file itself
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set models.maml.epochs=10 --set evaluation.ks=[5,10] (repeatable)",
+    ),
+]
+
+
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(code=2)
 
 
@@ -84,8 +98,8 @@ def data_fetch(
     except MetarecError as exc:
         _fail(exc)
     console.print(f"{name}: {len(ds.interactions):,} ratings, {ds.n_users:,} users, {ds.n_items:,} items in {dest}")
-    if "kg" in ds.extras:
-        console.print(f"knowledge graph: {len(ds.extras['kg']):,} triples, {len(ds.extras['kg_link']):,} linked items")
+    if ds.kg is not None:
+        console.print(f"knowledge graph: {len(ds.kg.triples):,} triples, {len(ds.kg.links):,} linked items")
 
 
 @data_app.command("info")
@@ -121,8 +135,8 @@ def embed(
     progress: Annotated[bool, typer.Option(help="progress bar")] = True,
 ) -> None:
     """Encode item (and user) texts into the embedding cache; print throughput and cache hits."""
-    from metarec.models.content import encode_texts, get_encoder
     from metarec.text.cache import EmbeddingCache
+    from metarec.text.registry import encode_texts, get_encoder
     from metarec.text.templates import item_texts, user_texts
 
     try:
@@ -154,38 +168,41 @@ def embed(
 @app.command("train")
 def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML naming the dataset and model")],
-    model: Annotated[str, typer.Option(help="which [models.<name>] of the config (a meta / neural model)")],
+    model: Annotated[str, typer.Option(help="which [models.<name>] of the config")],
     out: Annotated[Path | None, typer.Option(help="model directory, default models/<config>-<model>")] = None,
     verbose: Annotated[bool, typer.Option(help="print each epoch")] = False,
+    overrides: SetOption = None,
 ) -> None:
-    """Train one neural / meta model on the whole dataset and write its artefact directory."""
+    """Train one configured model on the whole dataset and write its artefact directory (any model
+    can be saved and scored with `evaluate`; `serve` needs a meta model)."""
     from metarec.config import load_config
     from metarec.data.sources import load_dataset
     from metarec.models import TEXT_MODELS, build_model
     from metarec.models.io import save_model
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, overrides)
         if model not in cfg["models"]:
             raise MetarecError(f"{config} has no [models.{model}]; it has {', '.join(cfg['models'])}")
         params = dict(cfg["models"][model])
         kind = params.pop("type", model)
-        if kind != "meta":
-            raise MetarecError(f"[models.{model}] is a {kind!r} model; `train` writes artefacts of meta models")
         if kind in TEXT_MODELS:
             params["text"] = {**cfg["text"], **params.get("text", {})}
-        params["verbose"] = verbose
         ds = load_dataset(cfg["dataset"])
         t0 = time.perf_counter()
-        fitted = build_model(kind, params, seed=int(cfg["seed"])).fit(ds)
-        fitted.verbose = False
+        fitted = build_model(kind, params, seed=int(cfg["seed"]))
+        if verbose and "verbose" in fitted.get_params():
+            fitted.set_params(verbose=True)
+        fitted.fit(ds)
+        if verbose:
+            fitted.set_params(verbose=False)  # the artefact's parameters say how it was configured
         dest = save_model(fitted, out or Path("models") / f"{cfg['name']}-{model}", ds, cfg)
     except MetarecError as exc:
         _fail(exc)
-    console.print(
-        f"trained {model} ({fitted.algorithm}) on {ds.name} in {time.perf_counter() - t0:.1f}s, "
-        f"{fitted.epochs_run_} epochs, best meta-valid NDCG@10 {fitted.best_valid_ndcg_:.4f}; wrote {dest}"
-    )
+    info = fitted.fit_info_
+    extra = (f", {info['epochs']} epochs, best meta-valid NDCG@10 {info['best_valid_ndcg@10']:.4f}"
+             if "epochs" in info else "")  # fmt: skip
+    console.print(f"trained {model} ({kind}) on {ds.name} in {time.perf_counter() - t0:.1f}s{extra}; wrote {dest}")
 
 
 @app.command("evaluate")
@@ -196,6 +213,7 @@ def evaluate(
         str | None, typer.Option(help="comma-separated fold indices to run (quick look), default all")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    overrides: SetOption = None,
 ) -> None:
     """Run every configured model on the same splits; print tables and write runs/<name>-<time>/."""
     from metarec.config import load_config
@@ -203,14 +221,14 @@ def evaluate(
     from metarec.eval.report import print_tables, write_run
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, overrides)
         if folds:
             try:
                 chosen = [int(f) for f in folds.split(",")]
             except ValueError:
                 raise MetarecError(f"--folds takes comma-separated integers, got {folds!r}") from None
             for proto, params in cfg["protocols"].items():
-                if proto.startswith("cold"):
+                if params.get("type", proto).startswith("cold"):  # the K-fold protocols
                     params["folds"] = chosen
         result = run_experiment(cfg, progress=not quiet)
     except MetarecError as exc:
@@ -218,6 +236,21 @@ def evaluate(
     print_tables(result, console)
     out = write_run(result, runs_dir, config)
     console.print(f"run written to [bold]{out}[/] (peak memory {result.peak_memory_mb:.0f} MiB)")
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML, e.g. configs/ml-100k.toml")],
+    overrides: SetOption = None,
+) -> None:
+    """Print the resolved config (defaults filled in, --set applied) as JSON; exit 2 if it is invalid."""
+    from metarec.config import load_config
+
+    try:
+        cfg = load_config(config, overrides)
+    except MetarecError as exc:
+        _fail(exc)
+    console.print_json(json.dumps(cfg, default=str))
 
 
 @app.command("serve")
@@ -236,15 +269,15 @@ def serve(
     ] = 20_000,
 ) -> None:
     """Serve recommendations over HTTP: REST API, OpenAPI docs at /docs, a web page at /."""
-    import uvicorn
-
-    from metarec.serve.app import create_app
-
     url = db or f"sqlite:///{artifact / 'metarec.db'}"
     try:
+        from metarec.serve.app import create_app  # names the [serve] extra if it is missing
+
         api = create_app(artifact, url, token=token, exact_below=exact_below)
     except MetarecError as exc:
         _fail(exc)
+    import uvicorn
+
     console.print(f"serving {artifact} with {url} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(api, host=host, port=port, log_level="warning")
 

@@ -50,8 +50,8 @@ class Cell:
         self.users.append(r.task.users + 0)
         for key, v in r.per_user.items():
             self.per_user[key].append(v)
-        for key, v in r.aggregate.items():
-            self.aggregate[key].append(v)
+        for key, value in r.aggregate.items():
+            self.aggregate[key].append(value)
         self.eval_seconds += r.seconds
 
     def values(self, metric: str) -> np.ndarray:

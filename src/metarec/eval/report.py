@@ -159,7 +159,7 @@ def plot_shots(summary: dict[str, Any], name: str, path: Path, metric: str = "nd
         return None
     fig, axes = plt.subplots(1, len(by_proto), figsize=(6 * len(by_proto), 4.2), squeeze=False)
     for ax, (proto, models) in zip(axes[0], by_proto.items(), strict=True):
-        colors = plt.cm.tab20.colors
+        colors = [plt.get_cmap("tab20")(i) for i in range(20)]
         for i, (model, pts) in enumerate(models.items()):
             pts.sort()
             ks = [k for k, _ in pts]

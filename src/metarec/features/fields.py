@@ -45,7 +45,7 @@ class FieldsSource(FeatureSource):
         if sep:
             text = text.str.split(sep).str.join("\x1f")  # a separator that never occurs in real text
             return text.str.get_dummies(sep="\x1f")
-        return pd.get_dummies(text.replace("", pd.NA), dtype=np.int8)
+        return pd.get_dummies(text.mask(text == ""), dtype=np.int8)
 
     def fit(self, train: Dataset, revealed: pd.DataFrame | None = None) -> Self:
         table = self.records(train)

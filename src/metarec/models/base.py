@@ -57,9 +57,9 @@ def pack_csr(prefix: str, m: sp.csr_matrix, out: dict[str, np.ndarray]) -> None:
 
 
 def unpack_csr(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
-    shape = tuple(int(x) for x in arrays[f"{prefix}.shape"])
+    rows, cols = (int(x) for x in arrays[f"{prefix}.shape"])
     parts = (arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], arrays[f"{prefix}.indptr"])
-    return sp.csr_matrix(parts, shape=shape)
+    return sp.csr_matrix(parts, shape=(rows, cols))
 
 
 class Recommender(ABC):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from metarec.errors import MetarecError
@@ -54,87 +54,125 @@ class RecommendationOut(ItemOut):
 
 
 def create_app(artifact: str | Path, db_url: str, token: str | None = None, exact_below: int = 20_000) -> FastAPI:
-    service = RecommenderService(artifact, db_url, exact_below=exact_below)
+    """The API over one artefact and one database; write endpoints need `token` when it is set."""
     app = FastAPI(title="metarec", description="LLM-understood, meta-learned recommendations", version="0.1.0")
-    app.state.service = service
-
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        if token and authorization != f"Bearer {token}":
-            raise HTTPException(401, "this endpoint writes: send 'Authorization: Bearer <token>'")
-
-    def run(fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        except Conflict as exc:
-            raise HTTPException(409, str(exc)) from None
-        except MetarecError as exc:
-            raise HTTPException(422, str(exc)) from None
-
-    def item_out(i: int, score: float) -> dict:
-        return {"id": service.item_ids[i], "title": service.titles[i], "score": score}
-
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    @app.get("/health")
-    def health() -> dict:
-        return {
-            "status": "ok",
-            "items": service.index.size,
-            "approximate_index": service.index.approximate,
-            "model": service.model.algorithm,
-            "database": service.store.engine.dialect.name,
-        }
-
-    @app.get("/items", response_model=list[ItemOut])
-    def search_items(query: Annotated[str, Query(min_length=1, max_length=1000)],
-                     k: Annotated[int, Query(ge=1, le=100)] = 10) -> list[dict]:  # fmt: skip
-        return [item_out(i, s) for i, s in run(service.search, query, k)]
-
-    @app.post("/items", status_code=201, dependencies=[Depends(require_token)])
-    def add_items(body: ItemsIn) -> dict:
-        added = run(service.add_items, [it.model_dump() for it in body.items])
-        return {"added": added, "items": service.index.size}
-
-    @app.post("/users", status_code=201, dependencies=[Depends(require_token)])
-    def create_user(body: UserIn) -> dict:
-        run(service.create_user, body.id, body.profile_text)
-        return {"id": body.id}
-
-    @app.get("/users/{user_id}")
-    def get_user(user_id: str) -> dict:
-        user, rows = run(service.history, user_id)
-        return {
-            "id": user.external_id,
-            "profile_text": user.profile_text,
-            "history": [
-                {
-                    "item": service.item_ids[r.item_id],
-                    "title": service.titles[r.item_id],
-                    "kind": r.kind,
-                    "rating": r.rating,
-                    "at": r.created_at.isoformat(),
-                }
-                for r in rows
-            ],
-        }
-
-    @app.get("/users/{user_id}/recommendations", response_model=list[RecommendationOut])
-    def recommendations(user_id: str, k: Annotated[int, Query(ge=1, le=100)] = 10, explain: bool = False) -> list[dict]:
-        recs = run(service.recommend, user_id, k, explain)
-        return [{**item_out(r.item, r.score), "because_you_liked": r.because, "matched_profile_words": r.matched_words}
-                for r in recs]  # fmt: skip
-
-    @app.post("/users/{user_id}/interactions", status_code=201, dependencies=[Depends(require_token)])
-    def add_interactions(user_id: str, body: EventsIn) -> dict:
-        stored = run(service.add_interactions, user_id, [e.model_dump() for e in body.events])
-        return {"stored": stored}
-
-    @app.get("/users/{user_id}/interactions")
-    def interactions(user_id: str) -> list[dict]:
-        return get_user(user_id)["history"]
-
+    app.state.service = RecommenderService(artifact, db_url, exact_below=exact_below)
+    app.state.token = token
+    app.add_exception_handler(MetarecError, service_error)
+    for router in (pages, items, users):
+        app.include_router(router)
     return app
+
+
+# ---------------------------------------------------------------------------- plumbing
+# status for each service error, most specific first; any other MetarecError is the request's fault
+ERROR_STATUS: tuple[tuple[type[MetarecError], int], ...] = ((NotFound, 404), (Conflict, 409), (MetarecError, 422))
+
+
+async def service_error(request: Request, exc: Exception) -> JSONResponse:
+    """NotFound -> 404, Conflict -> 409, any other MetarecError -> 422; body `{"detail": message}`."""
+    status = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+async def get_service(request: Request) -> RecommenderService:
+    return request.app.state.service
+
+
+async def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    token = request.app.state.token
+    if token and authorization != f"Bearer {token}":
+        raise HTTPException(401, "this endpoint writes: send 'Authorization: Bearer <token>'")
+
+
+Service = Annotated[RecommenderService, Depends(get_service)]
+WRITE = [Depends(require_token)]
+
+
+def item_out(service: RecommenderService, i: int, score: float) -> dict[str, Any]:
+    return {"id": service.item_ids[i], "title": service.titles[i], "score": score}
+
+
+def user_out(service: RecommenderService, user_id: str) -> dict[str, Any]:
+    user, rows = service.history(user_id)
+    return {
+        "id": user.external_id,
+        "profile_text": user.profile_text,
+        "history": [
+            {
+                "item": service.item_ids[r.item_id],
+                "title": service.titles[r.item_id],
+                "kind": r.kind,
+                "rating": r.rating,
+                "at": r.created_at.isoformat(),
+            }
+            for r in rows
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------- routes
+pages = APIRouter()
+items = APIRouter()
+users = APIRouter()
+
+
+@pages.get("/", include_in_schema=False)
+def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+@pages.get("/health")
+def health(service: Service) -> dict:
+    return {
+        "status": "ok",
+        "items": service.index.size,
+        "approximate_index": service.index.approximate,
+        "model": getattr(service.model, "algorithm", None),  # every meta model has it; not in the Servable protocol
+        "database": service.store.engine.dialect.name,
+    }
+
+
+@items.get("/items", response_model=list[ItemOut])
+def search_items(service: Service, query: Annotated[str, Query(min_length=1, max_length=1000)],
+                 k: Annotated[int, Query(ge=1, le=100)] = 10) -> list[dict]:  # fmt: skip
+    return [item_out(service, i, s) for i, s in service.search(query, k)]
+
+
+@items.post("/items", status_code=201, dependencies=WRITE)
+def add_items(service: Service, body: ItemsIn) -> dict:
+    added = service.add_items([it.model_dump() for it in body.items])
+    return {"added": added, "items": service.index.size}
+
+
+@users.post("/users", status_code=201, dependencies=WRITE)
+def create_user(service: Service, body: UserIn) -> dict:
+    service.create_user(body.id, body.profile_text)
+    return {"id": body.id}
+
+
+@users.get("/users/{user_id}")
+def get_user(service: Service, user_id: str) -> dict:
+    return user_out(service, user_id)
+
+
+@users.get("/users/{user_id}/recommendations", response_model=list[RecommendationOut])
+def recommendations(
+    service: Service, user_id: str, k: Annotated[int, Query(ge=1, le=100)] = 10, explain: bool = False
+) -> list[dict]:
+    recs = service.recommend(user_id, k, explain)
+    return [
+        {**item_out(service, r.item, r.score), "because_you_liked": r.because, "matched_profile_words": r.matched_words}
+        for r in recs
+    ]
+
+
+@users.post("/users/{user_id}/interactions", status_code=201, dependencies=WRITE)
+def add_interactions(service: Service, user_id: str, body: EventsIn) -> dict:
+    stored = service.add_interactions(user_id, [e.model_dump() for e in body.events])
+    return {"stored": stored}
+
+
+@users.get("/users/{user_id}/interactions")
+def interactions(service: Service, user_id: str) -> list[dict]:
+    return user_out(service, user_id)["history"]

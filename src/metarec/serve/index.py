@@ -7,7 +7,12 @@ out by over-fetching and dropping them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import hnswlib
 
 
 class ItemIndex:
@@ -15,7 +20,7 @@ class ItemIndex:
         self.exact_below = exact_below
         self.ef, self.M, self.seed = ef, M, seed
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.hnsw = None
+        self.hnsw: hnswlib.Index | None = None  # built once the catalogue reaches `exact_below`
         if len(self.vectors) >= exact_below:
             self._build()
 
@@ -31,10 +36,11 @@ class ItemIndex:
         import hnswlib
 
         n, d = self.vectors.shape
-        self.hnsw = hnswlib.Index(space="ip", dim=d)
-        self.hnsw.init_index(max_elements=max(2 * n, 1024), ef_construction=self.ef, M=self.M, random_seed=self.seed)
-        self.hnsw.add_items(self.vectors, np.arange(n))
-        self.hnsw.set_ef(self.ef)
+        index = hnswlib.Index(space="ip", dim=d)
+        index.init_index(max_elements=max(2 * n, 1024), ef_construction=self.ef, M=self.M, random_seed=self.seed)
+        index.add_items(self.vectors, np.arange(n))
+        index.set_ef(self.ef)
+        self.hnsw = index
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
         """Append items (ids continue the dense range) and index them at once."""

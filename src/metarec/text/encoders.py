@@ -73,7 +73,10 @@ class SentenceTransformerEncoder:
             ) from None
         self.name = f"st:{model}"
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
+        dim = get_dim()
+        if dim is None:
+            raise ConfigError(f"sentence-transformers model {model!r} does not report its embedding size")
+        self.dim = int(dim)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
         if len(texts) == 0:

@@ -13,6 +13,7 @@ import re
 import string
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from metarec.data.schema import ITEM, USER, Dataset
@@ -45,7 +46,7 @@ def render(template: str, records: pd.DataFrame, value_maps: dict[str, dict[str,
     cols = [c for c in names if c in records.columns]
     out = []
     for rec in records[cols].to_dict("records") if cols else [{}] * len(records):
-        text = fmt.format(template, **rec)
+        text = fmt.format(template, **{str(k): v for k, v in rec.items()})
         text = _EMPTY_PARENS.sub("", text)  # "Title ()" when a field is missing
         out.append(_SPACES.sub(" ", text).strip())
     return out
@@ -64,8 +65,8 @@ def aggregate_reviews(
     df = df.groupby(key, sort=False).head(max_reviews)
     joined = df.groupby(key)[field].agg(lambda s: " | ".join(map(str, s)))
     out = [""] * n_rows
-    for k, v in joined.items():
-        out[int(k)] = v
+    for k, v in zip(joined.index.to_numpy(np.int64), joined.to_numpy(), strict=True):
+        out[k] = v
     return out
 
 
@@ -77,7 +78,7 @@ def kg_facts(ds: Dataset, max_facts: int = 10) -> list[str]:
     ent_of = dict(zip(link["item_id"].astype(str), link["entity"], strict=False))
     facts = kg.assign(rel=kg["relation"].str.rsplit(".", n=1).str[-1].str.replace("_", " "))
     facts = facts.groupby("head").head(max_facts)
-    by_head = facts.groupby("head").apply(lambda g: "; ".join(g["rel"] + " " + g["tail"]), include_groups=False)
+    by_head = (facts["rel"] + " " + facts["tail"]).groupby(facts["head"]).agg("; ".join)
     lookup = by_head.to_dict()
     return [lookup.get(ent_of.get(str(i), ""), "") for i in ds.items["item_id"]]
 

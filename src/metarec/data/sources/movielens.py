@@ -249,6 +249,7 @@ def load(variant: str = "ml-100k", path: str | Path | None = None, verify: bool 
     if raw is None:
         raise DataError(f"{dest} holds no {variant} files; run `metarec data fetch {variant} --force`")
     kg = None
+    users: pd.DataFrame | None
     if variant == "ml-100k" and raw.name == "recbole":
         inter, items, users, kg = parse_ml100k_recbole(raw)
     elif variant == "ml-100k":
