@@ -17,7 +17,7 @@ from metarec.eval.evaluate import evaluate_task
 from metarec.features import SOURCES, FieldsSource
 from metarec.models import REGISTRY, build_model
 from metarec.models.io import FORMAT, load_model, save_model
-from metarec.training import Checkpoint, EarlyStopping, History, Trainer
+from metarec.training import Callback, Checkpoint, EarlyStopping, History, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "metarec"
@@ -174,6 +174,23 @@ def test_trainer_wraps_the_optimiser_stops_early_and_resumes(tmp_path):
     result = Trainer(5, lr=0.1, callbacks=[Checkpoint(tmp_path, resume=True)]).fit(resumed)
     assert [h["epoch"] for h in result.history] == [3, 4]
     assert float(((resumed.w - 3) ** 2).sum()) < float(((step.w - 3) ** 2).sum())
+
+
+def test_meta_model_takes_training_hooks(fold):
+    """The model's own loop accepts an optimiser wrapper (how DP-SGD plugs in) and extra callbacks."""
+    wrapped: list[_Counting] = []
+    seen: list[int] = []
+
+    class Epochs(Callback):
+        def on_epoch_end(self, trainer, step, epoch, logs):
+            seen.append(epoch)
+            assert "valid_ndcg@10" in logs  # early stopping ran first
+
+    model = build_model("meta", FAST["meta"])
+    model.fit(fold.train, valid=fold.valid, callbacks=[Epochs()],
+              wrap_optimizer=lambda opt: wrapped.append(_Counting(opt)) or wrapped[-1])  # fmt: skip
+    assert seen == [0, 1] and wrapped[0].steps > 0
+    assert model.fit_info_["epochs"] == 2
 
 
 def test_fields_source_ranks_launch_day_items_from_structured_fields(synth):

@@ -112,3 +112,16 @@ def test_train_writes_an_artifact_that_evaluate_and_python_load(tmp_path):
     assert res.exit_code == 0 and res.output.count("(i") == 3, res.output
     res = runner.invoke(app, ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "nope"])
     assert res.exit_code == 2 and "nope" in res.output
+
+
+def test_train_checkpoints_and_resumes(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    base = ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "maml", "--checkpoint-dir", str(ckpt)]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--set", "models.maml.epochs=2"])
+    assert res.exit_code == 0 and ", 2 epochs" in res.output, res.output
+    assert json.loads((ckpt / "checkpoint.json").read_text())["epoch"] == 1
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--set", "models.maml.epochs=4", "--resume"])
+    assert res.exit_code == 0 and ", 2 epochs" in res.output, res.output  # epochs 2 and 3 only
+    assert json.loads((ckpt / "checkpoint.json").read_text())["epoch"] == 3
+    res = runner.invoke(app, ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "als", "--resume"])
+    assert res.exit_code == 2 and "neural" in res.output

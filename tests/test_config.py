@@ -152,3 +152,13 @@ def test_cli_config_show(tmp_path):
     assert res.exit_code == 2 and "epohcs" in res.output and "'epochs'" in res.output
     res = runner.invoke(app, ["evaluate", "-c", str(path), "--set", "evaluation.kss=[5]"])
     assert res.exit_code == 2 and "'ks'" in res.output
+
+
+def test_nested_feature_source_tables_are_checked_at_load(tmp_path):
+    """The meta model's feature-source tables are validated by the model's own checks, at load time."""
+    msg = _error(tmp_path, MINIMAL + '[models.maml.item_features]\ntext = { templte = "{title}" }\n')
+    assert "models.maml" in msg and "templte" in msg and "did you mean 'template'" in msg
+    msg = _error(tmp_path, MINIMAL + "[models.maml.item_features]\ntxt = {}\n")
+    assert "unknown source type 'txt'" in msg
+    ok = load_config(_write(tmp_path, MINIMAL + '[models.maml.item_features]\ntext = { template = "{title}" }\n'))
+    assert ok["models"]["maml"]["item_features"] == {"text": {"template": "{title}"}}

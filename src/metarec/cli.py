@@ -171,6 +171,10 @@ def train(
     model: Annotated[str, typer.Option(help="which [models.<name>] of the config")],
     out: Annotated[Path | None, typer.Option(help="model directory, default models/<config>-<model>")] = None,
     verbose: Annotated[bool, typer.Option(help="print each epoch")] = False,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="neural models: write the weights here after every epoch")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="start from the checkpoint in --checkpoint-dir")] = False,
     overrides: SetOption = None,
 ) -> None:
     """Train one configured model on the whole dataset and write its artefact directory (any model
@@ -179,6 +183,8 @@ def train(
     from metarec.data.sources import load_dataset
     from metarec.models import TEXT_MODELS, build_model
     from metarec.models.io import save_model
+    from metarec.models.meta import MetaRecommender
+    from metarec.training import Checkpoint
 
     try:
         cfg = load_config(config, overrides)
@@ -193,7 +199,14 @@ def train(
         fitted = build_model(kind, params, seed=int(cfg["seed"]))
         if verbose and "verbose" in fitted.get_params():
             fitted.set_params(verbose=True)
-        fitted.fit(ds)
+        if checkpoint_dir is not None or resume:
+            if not isinstance(fitted, MetaRecommender):
+                raise MetarecError(f"--checkpoint-dir is for the neural (meta) models; {model!r} is a {kind!r} model")
+            if checkpoint_dir is None:
+                raise MetarecError("--resume needs --checkpoint-dir (where the checkpoint is)")
+            fitted.fit(ds, callbacks=[Checkpoint(checkpoint_dir, resume=resume)])
+        else:
+            fitted.fit(ds)
         if verbose:
             fitted.set_params(verbose=False)  # the artefact's parameters say how it was configured
         dest = save_model(fitted, out or Path("models") / f"{cfg['name']}-{model}", ds, cfg)

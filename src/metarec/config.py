@@ -31,7 +31,7 @@ DEFAULT_TEXT_MODEL: Final = "all-MiniLM-L6-v2"
 #: `--set model.x.y=1` reads like the CLI's `--model`; both spellings reach the same table
 SECTION_ALIASES = {"model": "models", "protocol": "protocols"}
 #: error types raised by this module; their messages are already phrased for a user
-_OWN_ERRORS = {"unknown_key", "unknown_name", "missing_table"}
+_OWN_ERRORS = {"unknown_key", "unknown_name", "missing_table", "model_check"}
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -337,6 +337,27 @@ def _pick_protocol(name: str, table: dict[str, Any]) -> type[_Section]:
     return protocol_model(kind)
 
 
+def _construct_models(tables: dict[str, _Section]) -> None:
+    """Build each model once (cheap: no data, no weights) so its own checks run at load time too,
+    e.g. the meta model's nested feature-source tables (`item_features.text.templte` is an error now,
+    not after the data has loaded)."""
+    from metarec.models import build_model
+
+    errors: list[InitErrorDetails] = []
+    for name, section in tables.items():
+        params = section.to_dict()  # type: ignore[attr-defined]
+        if "artifact" in params:
+            continue
+        kind = params.pop("type", None) or name
+        try:
+            build_model(kind, params)
+        except ConfigError as exc:
+            detail = PydanticCustomError("model_check", str(exc).replace("{", "{{").replace("}", "}}"))
+            errors.append({"type": detail, "loc": (name,), "input": None})
+    if errors:
+        raise ValidationError.from_exception_data("models", errors)
+
+
 def _pick_model(name: str, table: dict[str, Any]) -> type[_Section]:
     from metarec.models import REGISTRY
 
@@ -398,7 +419,9 @@ class ExperimentConfig(_Section):
     @field_validator("models", mode="before")
     @classmethod
     def _models(cls, value: Any) -> Any:
-        return _tables("models", value, _pick_model)
+        tables = _tables("models", value, _pick_model)
+        _construct_models(tables)
+        return tables
 
     @model_validator(mode="after")
     def _references(self) -> ExperimentConfig:

@@ -13,6 +13,7 @@ A new source is one new file with a `FeatureSource` subclass plus one line in `S
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any
 
@@ -40,12 +41,15 @@ def build_sources(spec: dict[str, dict[str, Any]] | None, side: Side,
         if kind not in SOURCES:
             raise ConfigError(f"{side}_features.{name}: unknown source type {kind!r}; available: {', '.join(SOURCES)}")
         cls = SOURCES[kind]
-        if "text" in inspect.signature(cls).parameters:  # language-model sources share the run's encoder
+        accepted = set(inspect.signature(cls).parameters) - {"name", "side"}
+        for key in params:
+            if key not in accepted:
+                close = difflib.get_close_matches(key, sorted(accepted), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(accepted))}"
+                raise ConfigError(f"{side}_features.{name} ({kind}): unknown key '{key}'; {hint}")
+        if "text" in accepted:  # language-model sources share the run's encoder
             params["text"] = {**(text or {}), **params.get("text", {})}
-        try:
-            out.append(cls(name=name, side=side, **params))
-        except TypeError as exc:
-            raise ConfigError(f"{side}_features.{name} ({kind}): {exc}") from None
+        out.append(cls(name=name, side=side, **params))
     return out
 
 

@@ -12,8 +12,8 @@ Global weights never change after `fit`; adapting a user returns a per-user stat
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from metarec.meta.algorithms import ALGORITHMS, Algorithm, Batch, InnerLoop, Net
 from metarec.meta.scorer import Params, init_params, item_table, proj_key, user_start
 from metarec.meta.tasks import EpisodeSampler, split_rows, time_rank_matrix
 from metarec.models.base import Recommender, UserState
-from metarec.training import EarlyStopping, History, Trainer
+from metarec.training import Callback, EarlyStopping, History, Trainer
 
 DEFAULT_ITEM_FEATURES: dict[str, dict[str, Any]] = {"text": {"type": "text", "template": "{title}"}, "id": {}}
 OBJECTIVES = ("ranking", "rating")
@@ -128,6 +128,26 @@ class MetaRecommender(Recommender):
         return self.objective == "rating"
 
     # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        train: Dataset,
+        valid: pd.DataFrame | None = None,
+        revealed: pd.DataFrame | None = None,
+        *,
+        callbacks: Sequence[Callback] = (),
+        wrap_optimizer: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None,
+    ) -> Self:
+        """As `Recommender.fit`; `callbacks` join the training loop after early stopping (e.g. a
+        `Checkpoint`), and `wrap_optimizer` replaces its optimiser (e.g. Opacus' DP-SGD wrapper)."""
+        self._hooks: tuple[Sequence[Callback], Callable[..., torch.optim.Optimizer] | None] = (
+            callbacks,
+            wrap_optimizer,
+        )
+        try:
+            return super().fit(train, valid, revealed)
+        finally:
+            del self._hooks
+
     def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -146,7 +166,9 @@ class MetaRecommender(Recommender):
         self.theta_ = {k: v.requires_grad_() for k, v in theta.items()}
         step = _MetaStep(self, train, valid)
         early = EarlyStopping(lambda: self._valid_score(*step.valid), self.patience, monitor="valid_ndcg@10")
-        trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks=[early, History(self.verbose)])
+        callbacks, wrap = getattr(self, "_hooks", ((), None))
+        trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks=[early, *callbacks, History(self.verbose)],
+                          wrap_optimizer=wrap)  # fmt: skip
         result = trainer.fit(step)
         for d in (self.theta_, self.extra_):
             for v in d.values():
