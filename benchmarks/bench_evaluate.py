@@ -9,6 +9,7 @@ Writes benchmarks/results/evaluate_<name>.json and .md. Usage:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def run_one(config: str) -> None:
     }
     (RESULTS / f"evaluate_{cfg['name']}.json").write_text(json.dumps(payload, indent=2, default=str))
     md = markdown(result)
-    md += f"\nMachine: {versions()['platform']}; "
+    md += f"\nMachine: {versions()['platform']}; commit `{versions().get('git_commit')}`; "
     md += f"produced by `python benchmarks/bench_evaluate.py {config}`.\n"
     (RESULTS / f"evaluate_{cfg['name']}.md").write_text(md)
     main = cfg["evaluation"]["main_metric"]
@@ -57,6 +58,9 @@ def main(argv: list[str]) -> int:
         run_one(argv[1])
         return 0
     configs = argv or DEFAULT
+    from metarec.utils import git_commit
+
+    os.environ["METAREC_GIT_COMMIT"] = git_commit() or "unknown"  # read once: the workers inherit it
     for config in configs:
         rc = subprocess.call([sys.executable, __file__, "--one", config], cwd=ROOT)
         if rc != 0:

@@ -80,7 +80,11 @@ def main() -> int:
             f"| {r['algorithm']} | {r['train_seconds']:.1f} | {r['epochs']} | {r['adapt_ms_p50']:.2f} | "
             f"{r['adapt_ms_p99']:.2f} | {r['adapt_and_top10_ms_p50']:.2f} | {r['adapt_and_top10_ms_p99']:.2f} |"
         )
-    md += ["", f"Machine: {versions()['platform']}; produced by `python benchmarks/bench_meta.py`.", ""]
+    md += [
+        "",
+        f"Machine: {versions()['platform']}; commit `{versions().get('git_commit')}`; produced by `python benchmarks/bench_meta.py`.",
+        "",
+    ]
     (RESULTS / "meta_speed.md").write_text("\n".join(md))
     return 0
 

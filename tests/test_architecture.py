@@ -52,7 +52,9 @@ def _imports(path: Path) -> list[str]:
     tree = ast.parse(path.read_text())
     out = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metarec"):
+        if isinstance(node, ast.ImportFrom) and node.module == "metarec":  # from metarec import metrics
+            out += [f"metarec.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metarec"):
             out.append(node.module)
         elif isinstance(node, ast.Import):
             out += [a.name for a in node.names if a.name.startswith("metarec")]

@@ -29,7 +29,7 @@ def fold(synth):
 
 @pytest.fixture(scope="module")
 def maml(fold):
-    return build_model("meta", {**FAST, "algorithm": "maml"}).fit(fold.train)
+    return build_model("meta", {**FAST, "algorithm": "maml"}).fit(fold.train, valid=fold.valid)
 
 
 def _theta(n_items=30, dim=8, hidden=4, seed=0):
@@ -114,7 +114,7 @@ def test_meta_model_beats_random_and_popularity_on_planted_topics(maml, fold):
 
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "maml"])
 def test_every_algorithm_trains_and_scores(fold, algorithm):
-    m = build_model("meta", {**FAST, "epochs": 2, "algorithm": algorithm}).fit(fold.train)
+    m = build_model("meta", {**FAST, "epochs": 2, "algorithm": algorithm}).fit(fold.train, valid=fold.valid)
     s = m.score_state(m.fold_in(fold.tasks[0].history[:4], fold.tasks[0].users[:4]))
     assert s.shape == (4, fold.train.n_items) and np.isfinite(s).all()
     if algorithm == "metasgd":
@@ -178,7 +178,8 @@ def test_explicit_protocol_rating_models(synth):
     assert np.allclose(res.per_user["mae"], mae, atol=1e-5) and np.allclose(res.per_user["rmse"], rmse, atol=1e-5)
     pop = evaluate_task(build_model("popularity").fit(fold.train), task)
     assert "mae" not in pop.per_user and 0 < pop.per_user["ndcg@3"].mean() <= 1
-    meta = build_model("meta", {**FAST, "objective": "rating", "epochs": 8}).fit(fold.train)
+    meta = build_model("meta", {**FAST, "objective": "rating", "epochs": 8}).fit(fold.train, valid=fold.valid)
+    assert meta.fit_info_["best_valid_ndcg@10"] < 0  # minus the meta-valid users' RMSE
     got = evaluate_task(meta, task).per_user
     assert got["rmse"].mean() < 1.5 and np.isfinite(got["mae"]).all()
     state = meta.adapt(pd.DataFrame({"item": [0, 1], "rating": [5.0, 1.0]}))
@@ -197,7 +198,17 @@ def test_text_only_items_and_bad_combinations(fold):
 
 
 def test_sampled_softmax_trains(fold):
-    m = build_model("meta", {**FAST, "negatives": 50}).fit(fold.train)
+    m = build_model("meta", {**FAST, "negatives": 50}).fit(fold.train, valid=fold.valid)
     task = fold.tasks[0]
     rnd = evaluate_task(build_model("random").fit(fold.train), task).per_user["ndcg@10"].mean()
     assert evaluate_task(m, task).per_user["ndcg@10"].mean() > 2 * rnd
+
+
+def test_tfidf_text_source_trains_but_refuses_to_be_saved(fold, tmp_path):
+    tfidf = {"text": {"template": "{title}", "text": {"encoder": "tfidf"}}, "id": {}}
+    m = build_model("meta", {**FAST, "epochs": 1, "item_features": tfidf}).fit(fold.train, valid=fold.valid)
+    assert m.items_.dims["text"] > 0
+    with pytest.raises(ConfigError, match="TF-IDF"):
+        save_model(m, tmp_path / "m", fold.train)
+    with pytest.raises(ConfigError, match="did you mean 'encoder'"):
+        build_model("meta", {"item_features": {"text": {"text": {"encodr": "tfidf"}}}})

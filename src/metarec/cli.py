@@ -127,7 +127,7 @@ def embed(
     meta: Annotated[str | None, typer.Option(help="amazon metadata file")] = None,
     encoder: Annotated[str, typer.Option(help="sentence-transformers | hf | tfidf")] = "sentence-transformers",
     model: Annotated[str, typer.Option(help="model name or local path")] = "all-MiniLM-L6-v2",
-    pooling: Annotated[str, typer.Option(help="hf encoder: mean | max | cls | attention")] = "mean",
+    pooling: Annotated[str, typer.Option(help="hf encoder: mean | max | cls")] = "mean",
     template: Annotated[str, typer.Option(help="item text template")] = "{title}",
     users_template: Annotated[str | None, typer.Option(help="also embed user profiles with this template")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,

@@ -264,7 +264,6 @@ class TextConfig(_Section):
     max_features: Annotated[int, Field(ge=1)] = 4096  # tfidf only
     threads: Annotated[int, Field(ge=1)] | None = None
     device: str = "cpu"
-    seed: int = 0
 
 
 class ProtocolConfig(_Section):

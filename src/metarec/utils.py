@@ -51,7 +51,12 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit (with '+dirty' for uncommitted changes), or None outside a git checkout."""
+    """The checkout's commit (with '+dirty' for uncommitted changes), or None outside a git checkout.
+
+    `$METAREC_GIT_COMMIT` wins: a benchmark reads the commit once at its start and hands it to its
+    worker processes, so editing files while it runs does not mislabel its results."""
+    if os.environ.get("METAREC_GIT_COMMIT"):
+        return os.environ["METAREC_GIT_COMMIT"]
     root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)

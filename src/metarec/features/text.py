@@ -14,7 +14,7 @@ import pandas as pd
 
 from metarec.data.schema import Dataset
 from metarec.features.base import FeatureSource, Side
-from metarec.text.encoders import TextEncoder
+from metarec.text.encoders import TextEncoder, check_encoder_config
 from metarec.text.registry import encode_texts, get_encoder
 from metarec.text.templates import item_texts, render, user_texts
 
@@ -37,6 +37,7 @@ class TextSource(FeatureSource):
     ) -> None:
         super().__init__(name, side)
         self.template = template or DEFAULT_TEMPLATES[side]
+        check_encoder_config(text)
         self.text = dict(text or {})  # encoder config; the model fills in the run's [text] table
         self.value_maps = value_maps
         self.max_reviews = max_reviews

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from metarec.data.schema import Dataset
 from metarec.errors import ConfigError, MetarecError
 from metarec.models.base import Recommender, UserState
-from metarec.text.encoders import normalise_rows
+from metarec.text.encoders import check_encoder_config, normalise_rows
 from metarec.text.registry import encode_texts, get_encoder
 from metarec.text.templates import item_texts, user_texts
 
@@ -43,6 +43,7 @@ class ContentKNNRecommender(Recommender):
         seed: int = 0,
     ) -> None:
         super().__init__(seed)
+        check_encoder_config(text)
         self.text = text  # encoder config (the run's [text] table); None: the default model
         self.item_template = item_template
         self.user_template = user_template

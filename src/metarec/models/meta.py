@@ -24,8 +24,8 @@ from metarec import metrics as M
 from metarec.data.schema import USER, Dataset
 from metarec.errors import ConfigError
 from metarec.features import TextSource, Tower, build_sources
-from metarec.meta.algorithms import ALGORITHMS, Algorithm, Batch, InnerLoop, Net, adapt_keys, batch_logits
-from metarec.meta.scorer import Params, init_params, item_table, proj_key, user_start
+from metarec.meta.algorithms import Algorithm, Batch, InnerLoop, Net, adapt_keys, batch_logits, build_algorithm
+from metarec.meta.scorer import Params, init_params, item_table, user_start
 from metarec.meta.tasks import EpisodeSampler, split_rows, time_rank_matrix
 from metarec.models.base import Recommender, UserState
 from metarec.training import Callback, EarlyStopping, History, Trainer
@@ -95,8 +95,7 @@ class MetaRecommender(Recommender):
         self._validate()
 
     def _validate(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ConfigError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        build_algorithm(self.algorithm)
         try:
             adapt_keys(self.adapt_params)
         except ValueError as exc:
@@ -153,7 +152,7 @@ class MetaRecommender(Recommender):
             torch.set_num_threads(self.threads)
         torch.manual_seed(self.seed)
         t0 = time.perf_counter()
-        self.algorithm_: Algorithm = ALGORITHMS[self.algorithm]()
+        self.algorithm_: Algorithm = build_algorithm(self.algorithm)
         self.items_ = self._item_tower().fit(train, revealed)
         self.users_ = self._user_tower().fit(train)
         counts = np.asarray(self.train_matrix_.sum(axis=0)).ravel()
@@ -170,7 +169,7 @@ class MetaRecommender(Recommender):
         trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks=[early, *callbacks, History(self.verbose)],
                           wrap_optimizer=wrap)  # fmt: skip
         result = trainer.fit(step)
-        for d in (self.theta_, self.extra_):
+        for d in (self.theta_, self.lrs_, self.extra_):
             for v in d.values():
                 v.requires_grad_(False)
         self.fit_info_ = {
@@ -309,10 +308,19 @@ class MetaRecommender(Recommender):
         return None
 
     # ------------------------------------------------------------------ state
+    def _trained(self) -> dict[str, torch.Tensor]:
+        """Every trained tensor under its artefact name (the training loop snapshots the same dict)."""
+        return {**{f"theta.{k}": v for k, v in self.theta_.items()}, **{f"lr.{k}": v for k, v in self.lrs_.items()},
+                **{f"extra.{k}": v for k, v in self.extra_.items()}}  # fmt: skip
+
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        for tower in (self.items_, self.users_):
+            for s in tower.sources:
+                if isinstance(s, TextSource) and s.encoder.name.startswith("tfidf"):
+                    raise ConfigError(f"a model with a TF-IDF text source ({s.side}_features.{s.name}) cannot be "
+                                      "saved: its vocabulary is refitted per corpus; use a language model")  # fmt: skip
         arrays: dict[str, np.ndarray] = {"warm": self.warm_.numpy()}
-        for prefix, tensors in (("theta", self.theta_), ("lr", self.lrs_), ("extra", self.extra_)):
-            arrays.update({f"{prefix}.{k}": v.detach().numpy() for k, v in tensors.items()})
+        arrays.update({k: v.detach().numpy() for k, v in self._trained().items()})
         extra: dict[str, Any] = {}
         for side, tower in (("item", self.items_), ("user", self.users_)):
             mats, states = tower.state()
@@ -324,7 +332,7 @@ class MetaRecommender(Recommender):
         def group(prefix: str) -> dict[str, torch.Tensor]:
             return {k.split(".", 1)[1]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix + ".")}
 
-        self.algorithm_ = ALGORITHMS[self.algorithm]()
+        self.algorithm_ = build_algorithm(self.algorithm)
         self.theta_, self.lrs_, self.extra_ = group("theta"), group("lr"), group("extra")
         self.warm_ = torch.from_numpy(arrays["warm"])
         item_arrays = {k: v.numpy() for k, v in group("item_features").items()}
@@ -408,18 +416,13 @@ class _MetaStep:
             for v in self.m.lrs_.values():
                 v.clamp_(min=0.0)
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        m = self.m
-        return {**{f"theta.{k}": v for k, v in m.theta_.items()}, **{f"lr.{k}": v for k, v in m.lrs_.items()},
-                **{f"extra.{k}": v for k, v in m.extra_.items()}}  # fmt: skip
-
     def state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self._tensors().items()}
+        return {k: v.detach().clone() for k, v in self.m._trained().items()}
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():  # in place: the optimiser keeps pointing at the same tensors
-            for k, v in self._tensors().items():
+            for k, v in self.m._trained().items():
                 v.copy_(state[k])
 
 
-__all__ = ["DEFAULT_ITEM_FEATURES", "MetaRecommender", "proj_key"]
+__all__ = ["DEFAULT_ITEM_FEATURES", "MetaRecommender"]

@@ -128,7 +128,7 @@ def health(service: Service) -> dict:
         "status": "ok",
         "items": service.index.size,
         "approximate_index": service.index.approximate,
-        "model": getattr(service.model, "algorithm", None),  # every meta model has it; not in the Servable protocol
+        "model": service.algorithm,
         "database": service.store.engine.dialect.name,
     }
 

@@ -7,6 +7,7 @@ neither the database nor memory half-changed.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class RecommenderService:
         if view is None:
             raise MetarecError("serving needs a model with an item text source (item_features.text)")
         self.model: Servable = model
+        self.algorithm = info["params"].get("algorithm")  # shown by /health
         self.text, text = view  # the item text source (template + encoder) and the catalogue's text vectors
         self.store = Store(db_url)
         self.lock = threading.RLock()
@@ -93,12 +95,14 @@ class RecommenderService:
         """Items added through the API after training: re-embedded (from the cache) at start-up."""
         with self.store.session_scope() as s:
             added = s.execute(
-                select(Item.id, Item.external_id, Item.title, Item.text)
+                select(Item.id, Item.external_id, Item.title, Item.text, Item.fields)
                 .where(Item.id >= len(self.item_ids))
                 .order_by(Item.id)
             ).all()
         if added:
-            rows = self._embed(pd.DataFrame({"title": [r.title for r in added]}), [r.text for r in added])
+            # the same records the add path embedded (rows from before migration 0002 kept only the title)
+            records = pd.DataFrame([{"title": r.title, **json.loads(r.fields or "{}")} for r in added])
+            rows = self._embed(records, [r.text for r in added])
             self._index_new([r.id for r in added], [r.external_id for r in added], [r.title for r in added], *rows)
 
     def _embed(self, records: pd.DataFrame, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,8 +128,9 @@ class RecommenderService:
         if len(set(ext)) != len(ext):
             raise Conflict("the batch names an item id twice")
         # the same template the model's training items went through; unknown fields render empty
-        fields = pd.DataFrame([{"title": it["title"], "text": it.get("text") or "", "description": it.get("text") or "",
-                                **(it.get("fields") or {})} for it in items])  # fmt: skip
+        raw = [{"title": it["title"], "text": it.get("text") or "", "description": it.get("text") or "",
+                **(it.get("fields") or {})} for it in items]  # fmt: skip
+        fields = pd.DataFrame(raw)
         texts = self.text.render(fields)
         embedded = self._embed(fields, texts)  # before any write: an encoder failure leaves nothing behind
         with self.lock:  # one writer of the catalogue at a time keeps ids dense and in step
@@ -135,8 +140,8 @@ class RecommenderService:
                     raise Conflict(f"item id(s) already exist: {', '.join(sorted(clash)[:5])}")
                 start = (s.scalar(select(func.max(Item.id))) or -1) + 1
                 ids = list(range(start, start + len(items)))
-                s.add_all(Item(id=i, external_id=e, title=it["title"], text=t)
-                          for i, e, it, t in zip(ids, ext, items, texts, strict=True))  # fmt: skip
+                s.add_all(Item(id=i, external_id=e, title=it["title"], text=t, fields=json.dumps(r))
+                          for i, e, it, t, r in zip(ids, ext, items, texts, raw, strict=True))  # fmt: skip
             self._index_new(ids, ext, [it["title"] for it in items], *embedded)
         return ext
 

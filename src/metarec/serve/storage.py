@@ -43,6 +43,7 @@ class Item(Base):
     external_id: Mapped[str] = mapped_column(String(200), unique=True)
     title: Mapped[str] = mapped_column(String(500), default="")
     text: Mapped[str] = mapped_column(Text, default="")
+    fields: Mapped[str] = mapped_column(Text, default="{}")  # JSON of the fields an added item came with
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 

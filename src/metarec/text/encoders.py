@@ -8,6 +8,7 @@ offline; any other sentence-transformers / Hugging Face name or local path is lo
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -169,16 +170,31 @@ class TfidfEncoder:
         return normalise_rows(self.vectorizer.transform(list(texts)).toarray())
 
 
+ENCODER_KEYS = ("encoder", "model", "pooling", "max_features", "threads", "device")
+
+
+def check_encoder_config(cfg: dict[str, Any] | None) -> None:
+    """Unknown keys of a [text] table are errors: a misspelt `encoder` must not silently fall back to
+    the default model. Cheap, so models call it in their constructor (config load time)."""
+    for key in cfg or {}:
+        if key not in ENCODER_KEYS:
+            close = difflib.get_close_matches(key, ENCODER_KEYS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(ENCODER_KEYS)}"
+            raise ConfigError(f"text: unknown key '{key}'; {hint}")
+    if cfg and cfg.get("pooling", "mean") not in POOLINGS:
+        raise ConfigError(f"text.pooling must be one of {', '.join(POOLINGS)}, got {cfg['pooling']!r}")
+
+
 def build_encoder(cfg: dict[str, Any]) -> TextEncoder:
     """From a config's [text] table: kind = sentence-transformers | hf | tfidf."""
-    cfg = dict(cfg)
-    kind = cfg.pop("encoder", "sentence-transformers")
-    model = cfg.pop("model", DEFAULT_MODEL)
-    threads = cfg.pop("threads", None)
+    check_encoder_config(cfg)
+    kind = cfg.get("encoder", "sentence-transformers")
+    model = cfg.get("model", DEFAULT_MODEL)
+    threads, device = cfg.get("threads"), cfg.get("device", "cpu")
     if kind in ("sentence-transformers", "st"):
-        return SentenceTransformerEncoder(model, device=cfg.get("device", "cpu"), threads=threads)
+        return SentenceTransformerEncoder(model, device=device, threads=threads)
     if kind == "hf":
-        return HFPooledEncoder(model, pooling=cfg.get("pooling", "mean"), threads=threads)
+        return HFPooledEncoder(model, pooling=cfg.get("pooling", "mean"), device=device, threads=threads)
     if kind == "tfidf":
         return TfidfEncoder(max_features=cfg.get("max_features", 4096))
     raise ConfigError(f"text.encoder must be sentence-transformers, hf or tfidf, got {kind!r}")

@@ -25,7 +25,8 @@ class TrainStep(Protocol):
         ...
 
     def batches(self, epoch: int) -> Iterable[Any]:
-        """One epoch's batches (seeded by the step, so runs repeat)."""
+        """One epoch's batches. Seeded by the step, so a run from scratch repeats exactly; a run
+        resumed from a checkpoint restarts the step's random streams and the optimiser's moments."""
         ...
 
     def loss(self, batch: Any, index: int, epoch: int) -> torch.Tensor:
