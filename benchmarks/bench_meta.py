@@ -82,7 +82,8 @@ def main() -> int:
         )
     md += [
         "",
-        f"Machine: {versions()['platform']}; commit `{versions().get('git_commit')}`; produced by `python benchmarks/bench_meta.py`.",
+        f"Machine: {versions()['platform']}; commit `{versions().get('git_commit')}`; "
+        "produced by `python benchmarks/bench_meta.py`.",
         "",
     ]
     (RESULTS / "meta_speed.md").write_text("\n".join(md))
