@@ -151,7 +151,8 @@ class _Quadratic:
 
     def load_state(self, state):
         with torch.no_grad():
-            self.w.copy_(state["w"])
+            if "w" in state:
+                self.w.copy_(state["w"])
 
 
 def test_trainer_wraps_the_optimiser_stops_early_and_resumes(tmp_path):
@@ -168,6 +169,12 @@ def test_trainer_wraps_the_optimiser_stops_early_and_resumes(tmp_path):
     result = Trainer(50, lr=0.5, callbacks=[stop, History()]).fit(step)
     assert result.epochs_run < 50 and "valid" in result.history[0]
     assert np.isclose(result.best["valid"], -float(((step.w.detach() - 1.0) ** 2).sum()))
+
+    # `selects` restores only what the score measures; the rest keeps its last value
+    step = _Quadratic()
+    stop = EarlyStopping(lambda: -float(((step.w.detach() - 1.0) ** 2).sum()), patience=2, selects=lambda k: False)
+    Trainer(50, lr=0.5, callbacks=[stop]).fit(step)
+    assert float(((step.w.detach() - 1.0) ** 2).sum()) > -stop.best_score  # not restored: past the best
 
     # a checkpoint written after epoch 2 lets a new run start at epoch 3 from those weights
     step = _Quadratic()

@@ -164,7 +164,10 @@ class MetaRecommender(Recommender):
         self.extra_ = {k: v.requires_grad_() for k, v in self.algorithm_.init_extra(train.n_users, self.dim).items()}
         self.theta_ = {k: v.requires_grad_() for k, v in theta.items()}
         step = _MetaStep(self, train, valid)
-        early = EarlyStopping(lambda: self._valid_score(*step.valid), self.patience, monitor="valid_ndcg@10")
+        # the cold-user score measures the shared weights only: training users' own vectors (global,
+        # finetune) keep their last values rather than those of the best epoch
+        early = EarlyStopping(lambda: self._valid_score(*step.valid), self.patience, monitor="valid_ndcg@10",
+                              selects=lambda name: not name.startswith("extra."))  # fmt: skip
         callbacks, wrap = getattr(self, "_hooks", ((), None))
         trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks=[early, *callbacks, History(self.verbose)],
                           wrap_optimizer=wrap)  # fmt: skip
@@ -422,7 +425,8 @@ class _MetaStep:
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():  # in place: the optimiser keeps pointing at the same tensors
             for k, v in self.m._trained().items():
-                v.copy_(state[k])
+                if k in state:
+                    v.copy_(state[k])
 
 
 __all__ = ["DEFAULT_ITEM_FEATURES", "MetaRecommender"]

@@ -35,13 +35,17 @@ class EarlyStopping(Callback):
     """Scores the current weights after each epoch (higher is better), keeps the best and restores it.
 
     `score` is the model's validation measure on users it never trains on (meta-valid users);
-    training stops after `patience` epochs without improvement.
+    training stops after `patience` epochs without improvement. `selects` names the tensors the score
+    actually measures (default: all); the others keep their last values (e.g. training users' own
+    vectors, which a cold-user score never reads).
     """
 
-    def __init__(self, score: Callable[[], float], patience: int = 10, monitor: str = "valid") -> None:
+    def __init__(self, score: Callable[[], float], patience: int = 10, monitor: str = "valid",
+                 selects: Callable[[str], bool] | None = None) -> None:  # fmt: skip
         self.score = score
         self.patience = patience
         self.monitor = monitor
+        self.selects = selects
         self.best_score = -np.inf
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -52,7 +56,8 @@ class EarlyStopping(Callback):
         logs[self.monitor] = score
         if score > self.best_score:
             self.best_score, self.best_epoch, self._bad = score, epoch, 0
-            self.best_state = step.state()
+            state = step.state()
+            self.best_state = {k: v for k, v in state.items() if self.selects is None or self.selects(k)}
             return
         self._bad += 1
         if self._bad >= self.patience:

@@ -41,7 +41,9 @@ class TrainStep(Protocol):
         """A snapshot of everything trained (detached copies), for best-epoch restore and checkpoints."""
         ...
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy `state` into the trained tensors (in place; names absent from `state` are left as they are)."""
+        ...
 
 
 @dataclass
