@@ -37,6 +37,8 @@ OBJECTIVES = ("ranking", "rating")
 class MetaRecommender(Recommender):
     name = "meta"
     supports_cold_items = True
+    _callbacks: Sequence[Callback] = ()  # training hooks of the current `fit` call only
+    _wrap_optimizer: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None
 
     def __init__(
         self,
@@ -138,14 +140,11 @@ class MetaRecommender(Recommender):
     ) -> Self:
         """As `Recommender.fit`; `callbacks` join the training loop after early stopping (e.g. a
         `Checkpoint`), and `wrap_optimizer` replaces its optimiser (e.g. Opacus' DP-SGD wrapper)."""
-        self._hooks: tuple[Sequence[Callback], Callable[..., torch.optim.Optimizer] | None] = (
-            callbacks,
-            wrap_optimizer,
-        )
+        self._callbacks, self._wrap_optimizer = callbacks, wrap_optimizer
         try:
             return super().fit(train, valid, revealed)
-        finally:
-            del self._hooks
+        finally:  # hooks belong to this call, never to the fitted model
+            self._callbacks, self._wrap_optimizer = (), None
 
     def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         if self.threads:
@@ -168,9 +167,8 @@ class MetaRecommender(Recommender):
         # finetune) keep their last values rather than those of the best epoch
         early = EarlyStopping(lambda: self._valid_score(*step.valid), self.patience, monitor="valid_ndcg@10",
                               selects=lambda name: not name.startswith("extra."))  # fmt: skip
-        callbacks, wrap = getattr(self, "_hooks", ((), None))
-        trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks=[early, *callbacks, History(self.verbose)],
-                          wrap_optimizer=wrap)  # fmt: skip
+        callbacks = [early, *self._callbacks, History(self.verbose)]
+        trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks, wrap_optimizer=self._wrap_optimizer)
         result = trainer.fit(step)
         for d in (self.theta_, self.lrs_, self.extra_):
             for v in d.values():
