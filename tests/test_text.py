@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ from metarec.data.splits import cold_item
 from metarec.errors import ConfigError, DataError
 from metarec.eval.evaluate import evaluate_task
 from metarec.models import build_model
-from metarec.text.cache import EmbeddingCache
+from metarec.text.cache import EmbeddingCache, text_key
 from metarec.text.encoders import POOLINGS, HFPooledEncoder, SentenceTransformerEncoder, TfidfEncoder
 from metarec.text.templates import item_texts, render, user_texts
 
@@ -99,7 +100,8 @@ def test_cache_encodes_each_text_once_and_only_changed_texts_again(tmp_path, min
     cache = EmbeddingCache(enc, "tpl", root=tmp_path)
     first = cache.encode(texts)
     assert cache.last.encoded == 1500 and cache.last.hits == 0
-    again = EmbeddingCache(enc, "tpl", root=tmp_path)  # a new process would start like this
+    EmbeddingCache.forget()  # what a new process starts with: nothing in memory
+    again = EmbeddingCache(enc, "tpl", root=tmp_path)
     second = again.encode(texts)
     assert again.last.encoded == 0 and again.last.hits == 1500
     assert np.array_equal(first, second)
@@ -111,6 +113,42 @@ def test_cache_encodes_each_text_once_and_only_changed_texts_again(tmp_path, min
     other.encode(texts[:3])
     assert other.last.encoded == 3  # keyed by template too
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_cache_stays_one_file_and_one_off_texts_never_reach_disk(tmp_path, minilm):
+    """Regression (issue 10): one shard per call made every later call re-read all shards."""
+    enc = CountingEncoder(minilm)
+    cache = EmbeddingCache(enc, "q", root=tmp_path)
+    for i in range(50):  # fifty distinct persisted calls: still one file, rows appended
+        cache.encode([f"query {i}"])
+    files = sorted(p.name for p in cache.dir.iterdir())
+    assert "vectors.sqlite" in files and not [f for f in files if f.startswith("shard-")]
+    assert len(cache) == 50
+    size = (cache.dir / "vectors.sqlite").stat().st_size
+    for _ in range(3):  # repeated and one-off texts: no disk growth, repeats are not re-encoded
+        cache.encode([f"query {i}" for i in range(50)])
+        cache.encode(["a one-off search", "another one"], persist=False)
+    assert len(cache) == 50 and (cache.dir / "vectors.sqlite").stat().st_size == size
+    assert sum(c == ["a one-off search", "another one"] for c in enc.calls) == 1
+    # a vector another process wrote after this one read the file is found on disk, not re-encoded
+    other = CountingEncoder(minilm)
+    writer = EmbeddingCache(other, "q", root=tmp_path)
+    vec = minilm.encode(["written elsewhere"])[0]
+    with sqlite3.connect(writer.path) as con:
+        con.execute("INSERT INTO vectors VALUES (?, ?)", (text_key("written elsewhere"), vec.tobytes()))
+    assert np.allclose(writer.encode(["written elsewhere"])[0], vec) and not other.calls
+
+
+def test_cache_imports_legacy_shards_then_deletes_them(tmp_path, minilm):
+    enc = CountingEncoder(minilm)
+    cache = EmbeddingCache(enc, "legacy", root=tmp_path)
+    vecs = minilm.encode(["old one", "old two"])
+    keys = np.frombuffer(text_key("old one") + text_key("old two"), np.uint8).reshape(2, 20)
+    np.savez(cache.dir / "shard-1-1.npz", keys=keys, vecs=vecs)
+    EmbeddingCache.forget()
+    again = EmbeddingCache(enc, "legacy", root=tmp_path)
+    assert np.allclose(again.encode(["old two", "old one"]), vecs[::-1]) and not enc.calls
+    assert not list(again.dir.glob("shard-*.npz")) and len(again) == 2
 
 
 def test_templates_fields_value_maps_and_errors():

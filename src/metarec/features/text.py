@@ -53,9 +53,10 @@ class TextSource(FeatureSource):
             self.dim_ = self._encoder.dim
         return self._encoder
 
-    def encode(self, texts: list[str], namespace: str | None = None) -> np.ndarray:
-        """Vectors of already rendered texts (a search query, a profile), cached per namespace."""
-        return encode_texts(self.encoder, texts, namespace or self.template, self.batch_size)
+    def encode(self, texts: list[str], namespace: str | None = None, persist: bool = True) -> np.ndarray:
+        """Vectors of already rendered texts (a search query, a profile), cached per namespace;
+        `persist=False` keeps one-off texts out of the on-disk cache."""
+        return encode_texts(self.encoder, texts, namespace or self.template, self.batch_size, persist)
 
     def render(self, records: pd.DataFrame) -> list[str]:
         return render(self.template, records, self.value_maps)

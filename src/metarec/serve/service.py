@@ -146,7 +146,7 @@ class RecommenderService:
         return ext
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        vec = self.text.encode([query], "query")[0]
+        vec = self.text.encode([query], "query", persist=False)[0]  # one-off: never grows the disk cache
         ids, sims = self.text_index.search(vec, k)
         return list(zip(ids.tolist(), sims.tolist(), strict=True))
 

@@ -30,8 +30,10 @@ def get_encoder(cfg: dict[str, Any] | None) -> TextEncoder:
     return _ENCODERS[key]
 
 
-def encode_texts(encoder: TextEncoder, texts: Sequence[str], template: str, batch_size: int = 64) -> np.ndarray:
-    """Through the on-disk cache for language models; TF-IDF vocabularies differ per fit, so direct."""
+def encode_texts(encoder: TextEncoder, texts: Sequence[str], template: str, batch_size: int = 64,
+                 persist: bool = True) -> np.ndarray:  # fmt: skip
+    """Through the on-disk cache for language models; TF-IDF vocabularies differ per fit, so direct.
+    `persist=False`: one-off texts (search queries) are cached in memory only, never on disk."""
     if encoder.name.startswith("tfidf"):
         return encoder.encode(texts, batch_size)
-    return EmbeddingCache(encoder, template).encode(texts, batch_size)
+    return EmbeddingCache(encoder, template).encode(texts, batch_size, persist=persist)
