@@ -105,15 +105,23 @@ def test_bad_input_is_rejected_and_stores_nothing(client):
     n = _count(client, "interactions")
     r = client.get("/users/nobody/recommendations")
     assert r.status_code == 404 and "nobody" in r.json()["detail"]
-    r = client.post("/users/dave/interactions", json={"events": [{"item": "i1"}, {"item": "ghost"}]}, headers=AUTH)
+    r = client.post(
+        "/users/dave/interactions",
+        json={"events": [{"item": "i1", "kind": "click"}, {"item": "ghost", "kind": "click"}]},
+        headers=AUTH,
+    )
     assert r.status_code == 404 and "ghost" in r.json()["detail"]
-    r = client.post("/users/dave/interactions", json={"events": [{"item": "i1", "rating": "five"}]}, headers=AUTH)
+    r = client.post(
+        "/users/dave/interactions", json={"events": [{"item": "i1", "kind": "rating", "rating": "five"}]}, headers=AUTH
+    )
     assert r.status_code == 422 and "rating" in str(r.json()["detail"])
-    r = client.post("/users/dave/interactions", json={"events": [{"item": "i1"}] * 1001}, headers=AUTH)
+    r = client.post("/users/dave/interactions", json={"events": [{"item": "i1", "kind": "click"}] * 1001}, headers=AUTH)
     assert r.status_code == 422 and "events" in str(r.json()["detail"])
     r = client.get("/users/dave/recommendations?k=0")
     assert r.status_code == 422 and "k" in str(r.json()["detail"])
-    assert client.post("/users/dave/interactions", json={"events": [{"item": "i1"}]}).status_code == 401
+    assert (
+        client.post("/users/dave/interactions", json={"events": [{"item": "i1", "kind": "click"}]}).status_code == 401
+    )
     assert client.post("/users", json={"id": "dave"}, headers=AUTH).status_code == 409
     assert _count(client, "interactions") == n
 
@@ -208,3 +216,92 @@ def test_added_items_keep_every_feature_source_after_restart(synth, tmp_path):
     # the genre field moved the item: without it the vector differs
     alone = model.new_item_vectors(pd.DataFrame({"title": ["Ghost Night"]}))[0][0]
     assert not np.allclose(before[: len(alone)], alone, atol=1e-4)
+
+
+def test_database_of_another_catalogue_is_refused(artifact, tmp_path):
+    """Regression (issue 10): a DB built for another artefact mapped item ids by position."""
+    from metarec.data.schema import Dataset
+    from metarec.errors import MetarecError
+    from metarec.models import build_model
+    from metarec.models.io import save_model
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with TestClient(create_app(artifact, url)) as c:
+        assert c.get("/health").status_code == 200
+    inter = pd.DataFrame({"user_id": np.repeat([f"u{u}" for u in range(40)], 6),
+                          "item_id": [f"x{(3 * u + j) % 30}" for u in range(40) for j in range(6)]})  # fmt: skip
+    items = pd.DataFrame({"item_id": [f"x{i}" for i in range(30)], "title": [f"thing number {i}" for i in range(30)]})
+    ds = Dataset.from_frames("other", inter, items)
+    art2 = save_model(build_model("meta", {"epochs": 1, "dim": 8}).fit(ds), tmp_path / "other", ds)
+    with pytest.raises(MetarecError, match=r"another catalogue.*item #0 is 'i0' in the database, 'x0'.*--db"):
+        create_app(art2, url)
+    with TestClient(create_app(artifact, url)) as c:  # the right artefact still starts on it
+        assert c.get("/health").json()["items"] == 200
+        with c.app.state.service.store.engine.begin() as con:  # a database from before fingerprints
+            con.execute(text("DELETE FROM service_meta"))
+    with TestClient(create_app(artifact, url)) as c:  # same catalogue: adopted, fingerprint written
+        assert c.get("/health").status_code == 200 and _count(c, "service_meta") == 1
+    with pytest.raises(MetarecError, match="another catalogue"):
+        create_app(art2, url)
+
+
+def test_serve_never_prints_the_database_password(monkeypatch, artifact):
+    from typer.testing import CliRunner
+
+    import metarec.serve.app
+    from metarec.cli import app
+    from metarec.serve.storage import display_url
+
+    assert display_url("postgresql+psycopg://bob:hunter2@db:5432/x") == "postgresql+psycopg://bob:***@db:5432/x"
+    monkeypatch.setattr(metarec.serve.app, "create_app", lambda *a, **k: object())  # no real server
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    url = "postgresql+psycopg://bob:hunter2@db.example:5432/recs"
+    res = CliRunner().invoke(app, ["serve", "--artifact", str(artifact), "--db", url])
+    assert res.exit_code == 0, res.output
+    assert "bob:***@db.example" in res.output and "hunter2" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "needle"),
+    [
+        ("post", "/users/dave/interactions", '{"events": [{"item": "i1", "kind": "rating", "rating": NaN}]}', "rating"),
+        (
+            "post",
+            "/users/dave/interactions",
+            '{"events": [{"item": "i1", "kind": "rating", "rating": Infinity}]}',
+            "rating",
+        ),
+        (
+            "post",
+            "/users/dave/interactions",
+            '{"events": [{"item": "i1", "kind": "rating", "rating": 1e999}]}',
+            "rating",
+        ),
+        (
+            "post",
+            "/users/dave/interactions",
+            '{"events": [{"item": "i1", "kind": "rating", "rating": true}]}',
+            "rating",
+        ),
+        ("post", "/users/dave/interactions", '{"events": [{"item": "i1", "kind": "rating", "rating": "5"}]}', "rating"),
+        ("post", "/users/dave/interactions", '{"events": [{"item": "i1", "knd": "dislike"}]}', "kind"),
+        ("post", "/users/dave/interactions", '{"events": [{"item": "i1\\u0000", "kind": "like"}]}', "NUL"),
+        ("post", "/users", '{"id": "a\\u0000b"}', "NUL"),
+        ("post", "/users", '{"id": "a/b"}', "id"),
+        ("post", "/users", '{"id": "   "}', "id"),
+        ("post", "/users", '{"id": "new", "profile": "typo of profile_text"}', "profile"),
+        ("post", "/items", '{"items": [{"id": "n1", "title": "t", "fields": {"genres": "a\\u0000"}}]}', "NUL"),
+        ("get", "/users/a%00b", None, "user_id"),
+        ("get", "/items?query=%20%20", None, "query"),
+        ("get", "/items?query=a%00b", None, "query"),
+    ],
+)
+def test_malformed_requests_are_422_and_store_nothing(client, method, path, body, needle):
+    """Regression (issue 10, items 5 and 7): each of these was a 500, or silently accepted."""
+    client.post("/users", json={"id": "dave"}, headers=AUTH)
+    before = (_count(client, "interactions"), _count(client, "users"), _count(client, "items"))
+    headers = {**AUTH, "Content-Type": "application/json"}
+    r = client.request(method.upper(), path, content=body, headers=headers)
+    assert r.status_code == 422, (r.status_code, r.text)
+    assert needle in r.text
+    assert (_count(client, "interactions"), _count(client, "users"), _count(client, "items")) == before

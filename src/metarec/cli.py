@@ -291,7 +291,9 @@ def serve(
         _fail(exc)
     import uvicorn
 
-    console.print(f"serving {artifact} with {url} on http://{host}:{port} (docs at /docs)")
+    from metarec.serve.storage import display_url
+
+    console.print(f"serving {artifact} with {display_url(url)} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(api, host=host, port=port, log_level="warning")
 
 

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from metarec.errors import MetarecError
 from metarec.serve.service import Conflict, NotFound, RecommenderService
@@ -16,29 +18,61 @@ MAX_BATCH = 1000
 STATIC = Path(__file__).parent / "static"
 
 
-class ItemIn(BaseModel):
-    id: str = Field(min_length=1, max_length=200)
-    title: str = Field(min_length=1, max_length=500)
+#: no NUL byte (PostgreSQL cannot store one) and at least one visible character
+TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+#: user ids travel in URL paths: no '/' either (rejected at creation rather than unreachable later)
+ID_PATTERN = r"^[^\x00/]*[^\s\x00/][^\x00/]*$"
+UserId = Annotated[str, PathParam(min_length=1, max_length=200, pattern=ID_PATTERN)]
+
+
+def _check_strings(value: Any, where: str = "body") -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{where}: text must not contain a NUL byte")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_strings(k, where)
+            _check_strings(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_strings(v, f"{where}[{i}]")
+
+
+class _In(BaseModel):
+    """Request bodies: unknown fields, non-finite numbers, coerced types and NUL bytes are all 422;
+    a typo must not silently become a default (a misspelt `kind` once turned a dislike into a click)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        _check_strings(data)
+        return data
+
+
+class ItemIn(_In):
+    id: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)
+    title: str = Field(min_length=1, max_length=500, pattern=TEXT_PATTERN)
     text: str | None = Field(default=None, max_length=20_000)
     fields: dict[str, str] | None = Field(default=None, description="more fields for the item template, e.g. genres")
 
 
-class ItemsIn(BaseModel):
+class ItemsIn(_In):
     items: list[ItemIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class UserIn(BaseModel):
-    id: str = Field(min_length=1, max_length=200)
+class UserIn(_In):
+    id: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN)
     profile_text: str | None = Field(default=None, max_length=5_000)
 
 
-class EventIn(BaseModel):
-    item: str = Field(min_length=1, max_length=200)
-    kind: Literal["click", "like", "dislike", "rating"] = "click"
+class EventIn(_In):
+    item: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)
+    kind: Literal["click", "like", "dislike", "rating"]
     rating: float | None = Field(default=None, ge=0, le=10)
 
 
-class EventsIn(BaseModel):
+class EventsIn(_In):
     events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
@@ -59,6 +93,7 @@ def create_app(artifact: str | Path, db_url: str, token: str | None = None, exac
     app.state.service = RecommenderService(artifact, db_url, exact_below=exact_below)
     app.state.token = token
     app.add_exception_handler(MetarecError, service_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     for router in (pages, items, users):
         app.include_router(router)
     return app
@@ -73,6 +108,14 @@ async def service_error(request: Request, exc: Exception) -> JSONResponse:
     """NotFound -> 404, Conflict -> 409, any other MetarecError -> 422; body `{"detail": message}`."""
     status = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
     return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field. The offending input is not echoed back: it may be huge, or a
+    NaN / Infinity that JSON cannot carry (echoing it turned a 422 into a 500)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 async def get_service(request: Request) -> RecommenderService:
@@ -134,7 +177,7 @@ def health(service: Service) -> dict:
 
 
 @items.get("/items", response_model=list[ItemOut])
-def search_items(service: Service, query: Annotated[str, Query(min_length=1, max_length=1000)],
+def search_items(service: Service, query: Annotated[str, Query(min_length=1, max_length=1000, pattern=TEXT_PATTERN)],
                  k: Annotated[int, Query(ge=1, le=100)] = 10) -> list[dict]:  # fmt: skip
     return [item_out(service, i, s) for i, s in service.search(query, k)]
 
@@ -152,13 +195,13 @@ def create_user(service: Service, body: UserIn) -> dict:
 
 
 @users.get("/users/{user_id}")
-def get_user(service: Service, user_id: str) -> dict:
+def get_user(service: Service, user_id: UserId) -> dict:
     return user_out(service, user_id)
 
 
 @users.get("/users/{user_id}/recommendations", response_model=list[RecommendationOut])
 def recommendations(
-    service: Service, user_id: str, k: Annotated[int, Query(ge=1, le=100)] = 10, explain: bool = False
+    service: Service, user_id: UserId, k: Annotated[int, Query(ge=1, le=100)] = 10, explain: bool = False
 ) -> list[dict]:
     recs = service.recommend(user_id, k, explain)
     return [
@@ -168,11 +211,11 @@ def recommendations(
 
 
 @users.post("/users/{user_id}/interactions", status_code=201, dependencies=WRITE)
-def add_interactions(service: Service, user_id: str, body: EventsIn) -> dict:
+def add_interactions(service: Service, user_id: UserId, body: EventsIn) -> dict:
     stored = service.add_interactions(user_id, [e.model_dump() for e in body.events])
     return {"stored": stored}
 
 
 @users.get("/users/{user_id}/interactions")
-def interactions(service: Service, user_id: str) -> list[dict]:
+def interactions(service: Service, user_id: UserId) -> list[dict]:
     return user_out(service, user_id)["history"]

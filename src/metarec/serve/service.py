@@ -7,6 +7,7 @@ neither the database nor memory half-changed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -23,7 +24,7 @@ from metarec.errors import MetarecError
 from metarec.models.base import Servable, UserState
 from metarec.models.io import load_model
 from metarec.serve.index import ItemIndex
-from metarec.serve.storage import Interaction, Item, Store, User
+from metarec.serve.storage import Interaction, Item, ServiceMeta, Store, User, display_url
 
 POSITIVE = {"click", "like"}
 KINDS = {"click", "like", "dislike", "rating"}
@@ -83,13 +84,37 @@ class RecommenderService:
         return np.hstack([E, b[:, None], self.profile_weight * text]).astype(np.float32)
 
     def _seed_items(self) -> None:
-        with self.store.session_scope() as s:
-            if s.scalar(select(func.count(Item.id))):
+        """Write the artefact's catalogue into a new database, or check that an existing database was
+        built for this catalogue: item ids are positions in the model, so a database of another
+        catalogue would silently show the wrong items."""
+        fingerprint = hashlib.sha256("\n".join(self.item_ids).encode()).hexdigest()[:16]
+        with self.store.write_lock, self.store.session_scope() as s:
+            recorded = s.get(ServiceMeta, "catalogue_fingerprint")
+            if recorded is not None and recorded.value == fingerprint:
                 return
-            s.add_all(
-                Item(id=i, external_id=e, title=t, text=t)
-                for i, (e, t) in enumerate(zip(self.item_ids, self.titles, strict=True))
+            stored = dict(s.execute(select(Item.id, Item.external_id).where(Item.id < len(self.item_ids))).all())
+            if recorded is not None or stored:  # a database from elsewhere, or from before the fingerprint
+                self._check_catalogue(stored, recorded.value if recorded else None, fingerprint)
+            if not stored:
+                s.add_all(Item(id=i, external_id=e, title=t, text=t)
+                          for i, (e, t) in enumerate(zip(self.item_ids, self.titles, strict=True)))  # fmt: skip
+            s.merge(ServiceMeta(key="catalogue_fingerprint", value=fingerprint))
+
+    def _check_catalogue(self, stored: dict[int, str], recorded: str | None, fingerprint: str) -> None:
+        where = display_url(self.store.url)
+        differ = next((i for i, e in enumerate(self.item_ids) if stored.get(i) != e), None)
+        if recorded is None and differ is None:
+            return  # the same catalogue, written before fingerprints were recorded: adopt it
+        what = "the recorded catalogue fingerprint differs"
+        if differ is not None:
+            what = (
+                f"item #{differ} is {stored.get(differ)!r} in the database, {self.item_ids[differ]!r} in the artefact"
             )
+        raise MetarecError(
+            f"database {where} was built for another catalogue ({len(stored):,} items, fingerprint "
+            f"{recorded or 'none'}) than this artefact ({len(self.item_ids):,} items, fingerprint {fingerprint}): "
+            f"{what}. Serve the artefact this database belongs to, or start with a new database (--db)."
+        )
 
     def _load_added_items(self) -> None:
         """Items added through the API after training: re-embedded (from the cache) at start-up."""

@@ -66,6 +66,24 @@ class Interaction(Base):
     __table_args__ = (Index("ix_interactions_user", "user_id"),)
 
 
+class ServiceMeta(Base):
+    """Facts about the database itself (e.g. which catalogue it was built for)."""
+
+    __tablename__ = "service_meta"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+def display_url(url: str) -> str:
+    """The URL with its password masked, for logs and messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported by the engine; never echo it whole
+        return url.split("@", 1)[-1] if "@" in url else url
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
