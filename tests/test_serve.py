@@ -305,3 +305,24 @@ def test_malformed_requests_are_422_and_store_nothing(client, method, path, body
     assert r.status_code == 422, (r.status_code, r.text)
     assert needle in r.text
     assert (_count(client, "interactions"), _count(client, "users"), _count(client, "items")) == before
+
+
+def test_token_and_body_size_are_checked_before_the_body_is_read(artifact, tmp_path):
+    """Regression (issue 10, items 6 and 9): a 100 MB body was read (and held) even unauthenticated."""
+    app = create_app(artifact, f"sqlite:///{tmp_path / 'g.db'}", token=TOKEN, max_body=10_000)
+    with TestClient(app) as c:
+        big = b'{"id": "' + b"x" * 50_000 + b'"}'
+        r = c.post("/users", content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"  # before the size
+        r = c.post("/users", content=big, headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 413 and "10,000 bytes" in r.json()["detail"]
+
+        def chunks():  # no Content-Length: counted while it streams
+            for _ in range(10):
+                yield b" " * 2_000
+
+        r = c.post("/users", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert c.post("/users", json={"id": "ok"}, headers={"Authorization": f"bearer {TOKEN}"}).status_code == 201
+        assert c.post("/users", json={"id": "no"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert _count(c, "users") == 1

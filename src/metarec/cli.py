@@ -280,13 +280,14 @@ def serve(
     exact_below: Annotated[
         int, typer.Option(help="catalogue size from which an HNSW index replaces exact search")
     ] = 20_000,
+    max_body: Annotated[int, typer.Option(min=1, help="largest request body in bytes (413 above)")] = 1 << 20,
 ) -> None:
     """Serve recommendations over HTTP: REST API, OpenAPI docs at /docs, a web page at /."""
     url = db or f"sqlite:///{artifact / 'metarec.db'}"
     try:
         from metarec.serve.app import create_app  # names the [serve] extra if it is missing
 
-        api = create_app(artifact, url, token=token, exact_below=exact_below)
+        api = create_app(artifact, url, token=token, exact_below=exact_below, max_body=max_body)
     except MetarecError as exc:
         _fail(exc)
     import uvicorn

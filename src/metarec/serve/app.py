@@ -12,9 +12,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from metarec.errors import MetarecError
+from metarec.serve.guard import UNAUTHORIZED, RequestGuard, token_ok
 from metarec.serve.service import Conflict, NotFound, RecommenderService
 
 MAX_BATCH = 1000
+MAX_BODY = 1 << 20  # bytes; a full batch of 1,000 events is about 60 KB
 STATIC = Path(__file__).parent / "static"
 
 
@@ -87,9 +89,12 @@ class RecommendationOut(ItemOut):
     matched_profile_words: list[str] = []
 
 
-def create_app(artifact: str | Path, db_url: str, token: str | None = None, exact_below: int = 20_000) -> FastAPI:
-    """The API over one artefact and one database; write endpoints need `token` when it is set."""
+def create_app(artifact: str | Path, db_url: str, token: str | None = None, exact_below: int = 20_000,
+               max_body: int = MAX_BODY) -> FastAPI:  # fmt: skip
+    """The API over one artefact and one database; write endpoints need `token` when it is set, and
+    no request body may exceed `max_body` bytes (checked before the body is read)."""
     app = FastAPI(title="metarec", description="LLM-understood, meta-learned recommendations", version="0.1.0")
+    app.add_middleware(RequestGuard, max_body=max_body, token=token)
     app.state.service = RecommenderService(artifact, db_url, exact_below=exact_below)
     app.state.token = token
     app.add_exception_handler(MetarecError, service_error)
@@ -123,9 +128,9 @@ async def get_service(request: Request) -> RecommenderService:
 
 
 async def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    token = request.app.state.token
-    if token and authorization != f"Bearer {token}":
-        raise HTTPException(401, "this endpoint writes: send 'Authorization: Bearer <token>'")
+    token = request.app.state.token  # RequestGuard has checked it before the body; this declares it in OpenAPI
+    if token and not token_ok(authorization, token):
+        raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
 Service = Annotated[RecommenderService, Depends(get_service)]
