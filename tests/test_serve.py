@@ -326,3 +326,25 @@ def test_token_and_body_size_are_checked_before_the_body_is_read(artifact, tmp_p
         assert c.post("/users", json={"id": "ok"}, headers={"Authorization": f"bearer {TOKEN}"}).status_code == 201
         assert c.post("/users", json={"id": "no"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert _count(c, "users") == 1
+
+
+def test_liking_an_item_added_after_training_moves_the_user(client, synth):
+    """Regression (issue 10, item 3): a new item joined no support set until a retrain."""
+    body = {"items": [{"id": "fresh", "title": "Space Rocket Galaxy Orbit", "text": "an alien planet in orbit"}]}
+    assert client.post("/items", json=body, headers=AUTH).status_code == 201
+    for uid in ("nina", "empty"):
+        client.post("/users", json={"id": uid}, headers=AUTH)
+    r = client.post("/users/nina/interactions", json={"events": [{"item": "fresh", "kind": "like"}]}, headers=AUTH)
+    assert r.status_code == 201
+    service = client.app.state.service
+    nina, empty = service._state("nina")[1], service._state("empty")[1]
+    assert not np.allclose(nina, empty)  # the like reached the inner loop
+    topic = dict(zip(synth.items["item_id"], synth.items["topic"], strict=True))
+    space = topic["i" + str(int(np.flatnonzero(synth.items["title"].str.contains("Space|Rocket|Galaxy"))[0]))]
+
+    def share(uid: str) -> float:
+        recs = client.get(f"/users/{uid}/recommendations?k=20").json()
+        return float(np.mean([topic.get(x["id"]) == space for x in recs]))
+
+    assert share("nina") > share("empty")
+    assert "fresh" not in [x["id"] for x in client.get("/users/nina/recommendations?k=50").json()]

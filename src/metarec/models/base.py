@@ -202,7 +202,8 @@ class Servable(Protocol):
     @property
     def reads_profile_text(self) -> bool: ...
 
-    def adapt(self, support: pd.DataFrame, profile_text: str | None = None) -> UserState: ...
+    def adapt(self, support: pd.DataFrame, profile_text: str | None = None,
+              added: tuple[np.ndarray, np.ndarray] | None = None) -> UserState: ...  # fmt: skip
 
     def query_vector(self, state: UserState) -> np.ndarray: ...
 

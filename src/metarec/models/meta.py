@@ -236,8 +236,12 @@ class MetaRecommender(Recommender):
         return self.users_.rows(users) if users is not None and self.users_.matrices_ else {}
 
     def _adapt_dense(self, sup: np.ndarray, users: np.ndarray | None, known: bool,
-                     profile: dict[str, torch.Tensor] | None = None) -> Params:  # fmt: skip
+                     profile: dict[str, torch.Tensor] | None = None,
+                     added: tuple[np.ndarray, np.ndarray] | None = None) -> Params:  # fmt: skip
         net = self._net()
+        if added is not None:  # items placed after training join the table the inner loop ranks over
+            net.E = torch.cat([net.E, torch.from_numpy(np.asarray(added[0], np.float32))])
+            net.b = torch.cat([net.b, torch.from_numpy(np.asarray(added[1], np.float32))])
         u0 = user_start(net.theta, sup.shape[0], self._user_feats(users, profile))
         sup_t = torch.from_numpy(np.ascontiguousarray(sup, dtype=np.float32))
         with torch.no_grad():
@@ -262,15 +266,31 @@ class MetaRecommender(Recommender):
         """Whether a user's profile text enters the model (a user text source is configured)."""
         return any(isinstance(s, TextSource) for s in self.users_.sources)
 
-    def adapt(self, support: pd.DataFrame, profile_text: str | None = None) -> UserState:
-        """A new user from a few items and / or a profile text; global weights stay untouched."""
-        state = super().adapt(support)
+    def adapt(self, support: pd.DataFrame, profile_text: str | None = None,
+              added: tuple[np.ndarray, np.ndarray] | None = None) -> UserState:  # fmt: skip
+        """A new user from a few items and / or a profile text; global weights stay untouched.
+
+        `added` = (E, b) of items placed after training (`new_item_vectors`), addressed in `support` by
+        the ids that follow the catalogue's (n_items_, n_items_ + 1, ...): liking one moves the user
+        at once, no retraining. The state's history covers the training catalogue only."""
+        n_added = 0 if added is None else len(added[1])
+        items = support["item"].to_numpy(np.int64)
+        if n_added and len(items) and (items.min() < 0 or items.max() >= self.n_items_ + n_added):
+            raise ConfigError(f"support names items outside 0..{self.n_items_ + n_added - 1}")
+        state = super().adapt(support[items < self.n_items_])
+        feats = None
         if profile_text and self.reads_profile_text:
             # text sources read the profile as written; other user sources see no fields (zeros)
             records = pd.DataFrame(index=range(1))
             feats = {s.name: torch.from_numpy(s.encode([profile_text], "profile")) if isinstance(s, TextSource)
                      else torch.from_numpy(s.transform(records)) for s in self.users_.dense}  # fmt: skip
-            state.payload = self._adapt_dense(state.history.toarray(), None, False, profile=feats)
+        if feats is not None or n_added:
+            sup = state.history.toarray()
+            if n_added:
+                extra = np.zeros((1, n_added), sup.dtype)
+                extra[0, items[items >= self.n_items_] - self.n_items_] = 1.0
+                sup = np.hstack([sup, extra])
+            state.payload = self._adapt_dense(sup, None, False, profile=feats, added=added if n_added else None)
         return state
 
     def query_vector(self, state: UserState) -> np.ndarray:

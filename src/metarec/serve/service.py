@@ -72,6 +72,8 @@ class RecommenderService:
         E, b = self.model.item_vectors()
         self._seed_items()
         self.index = ItemIndex(self._index_rows(E, b, text), exact_below=exact_below)
+        # (E, b) of items added after training, in id order from n_items_: they can enter a user's support
+        self.added_E, self.added_b = np.zeros((0, E.shape[1]), np.float32), np.zeros(0, np.float32)
         self.text_index = ItemIndex(text, exact_below=exact_below)
         self._load_added_items()
         self.states: dict[int, tuple[UserState, np.ndarray]] = {}  # user id -> (state, query vector)
@@ -142,6 +144,8 @@ class RecommenderService:
             if ids[0] != len(self.item_ids):
                 raise MetarecError("item ids out of step with the index; restart the service")
             self.index.add(self._index_rows(E, b, vec))
+            self.added_E = np.vstack([self.added_E, E]).astype(np.float32)
+            self.added_b = np.concatenate([self.added_b, b]).astype(np.float32)
             self.text_index.add(vec)
             self.text_vectors = np.vstack([self.text_vectors, vec])
             self.item_ids.extend(external)
@@ -231,10 +235,12 @@ class RecommenderService:
             train_items = self.model.known_items(self.train_users[user.external_id]).tolist()
             positives += train_items
             seen |= set(train_items)
-        n_model = self.model.n_items_
-        support = pd.DataFrame({"item": sorted({i for i in positives if i < n_model})})
+        with self.lock:  # a consistent snapshot of the items added so far
+            added = (self.added_E, self.added_b) if len(self.added_b) else None
+            n_known = self.model.n_items_ + len(self.added_b)
+        support = pd.DataFrame({"item": sorted({i for i in positives if i < n_known})})
         profile = user.profile_text or None
-        state = self.model.adapt(support, profile_text=profile if self.model.reads_profile_text else None)
+        state = self.model.adapt(support, profile if self.model.reads_profile_text else None, added)
         h = self.model.query_vector(state)[0]
         p = self._profile_vector(profile)
         state.payload = {"seen": seen, "positives": positives, "profile": profile}
