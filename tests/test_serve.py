@@ -348,3 +348,30 @@ def test_liking_an_item_added_after_training_moves_the_user(client, synth):
 
     assert share("nina") > share("empty")
     assert "fresh" not in [x["id"] for x in client.get("/users/nina/recommendations?k=50").json()]
+
+
+def test_cached_state_always_matches_the_stored_history(artifact, db_url):
+    """Regression (issue 10, item 4): concurrent batches for one user, and readers in between; at the
+    end the cached state is the one a fresh adaptation on the stored history gives."""
+    app = create_app(artifact, db_url)
+    with TestClient(app) as c:
+        c.post("/users", json={"id": "busy"})
+        service = c.app.state.service
+
+        def write(t: int) -> None:
+            for j in range(4):
+                service.add_interactions("busy", [{"item": f"i{(t * 13 + j * 5) % 200}", "kind": "like"}])
+                service.recommend("busy", 5)
+
+        threads = [threading.Thread(target=write, args=(t,)) for t in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        cached_state, cached_query = service._state("busy")
+        with service.store.session_scope() as s:
+            fresh_state, fresh_query = service._adapt(s, service._user(s, "busy"))
+        assert cached_state.payload["version"] == fresh_state.payload["version"]
+        assert sorted(cached_state.payload["positives"]) == sorted(fresh_state.payload["positives"])
+        assert np.allclose(cached_query, fresh_query, atol=1e-5)
+        assert len(service.history("busy")[1]) == 24

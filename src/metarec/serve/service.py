@@ -187,8 +187,11 @@ class RecommenderService:
         except IntegrityError:
             raise Conflict(f"user {external!r} already exists") from None
 
-    def _user(self, s: Session, external: str) -> User:
-        user = s.scalar(select(User).where(User.external_id == external))
+    def _user(self, s: Session, external: str, for_update: bool = False) -> User:
+        """The user's row; `for_update` locks it until the transaction ends (PostgreSQL; SQLite has one
+        writer anyway), so two batches for one user never adapt on each other's missing rows."""
+        query = select(User).where(User.external_id == external)
+        user = s.scalar(query.with_for_update() if for_update else query)
         if user is None:
             raise NotFound(f"unknown user {external!r}; create it with POST /users")
         return user
@@ -207,7 +210,7 @@ class RecommenderService:
             if e["kind"] == "rating" and e.get("rating") is None:
                 raise MetarecError("a 'rating' event needs a rating value")
         with self.store.write_lock, self.store.session_scope() as s:
-            user = self._user(s, external)
+            user = self._user(s, external, for_update=True)  # one writer per user: each adapts on all rows
             wanted = {e["item"] for e in events}
             index = dict(s.execute(select(Item.external_id, Item.id).where(Item.external_id.in_(wanted))).all())
             missing = sorted(wanted - set(index))
@@ -220,14 +223,14 @@ class RecommenderService:
             if fail_after_insert:  # test hook: a crash between the writes and the commit
                 raise RuntimeError("injected failure after insert")
             state = self._adapt(s, user)  # inside the transaction: if adaptation fails, nothing is stored
-        with self.lock:
-            self.states[user.id] = state
-            self.user_index[external] = user.id
+        self._remember(external, user.id, state)
         return len(rows)
 
     def _adapt(self, s: Session, user: User) -> tuple[UserState, np.ndarray]:
         rows = s.execute(
-            select(Interaction.item_id, Interaction.kind, Interaction.rating).where(Interaction.user_id == user.id)
+            select(Interaction.id, Interaction.item_id, Interaction.kind, Interaction.rating).where(
+                Interaction.user_id == user.id
+            )
         ).all()
         positives = [r.item_id for r in rows if r.kind in POSITIVE or (r.kind == "rating" and (r.rating or 0) >= 4)]
         seen = {r.item_id for r in rows}
@@ -243,7 +246,8 @@ class RecommenderService:
         state = self.model.adapt(support, profile if self.model.reads_profile_text else None, added)
         h = self.model.query_vector(state)[0]
         p = self._profile_vector(profile)
-        state.payload = {"seen": seen, "positives": positives, "profile": profile}
+        version = max((r.id for r in rows), default=0)  # ids only grow: a later state has a larger one
+        state.payload = {"seen": seen, "positives": positives, "profile": profile, "version": version}
         return state, np.concatenate([h, [1.0], p]).astype(np.float32)
 
     def _profile_vector(self, profile: str | None) -> np.ndarray:
@@ -263,11 +267,17 @@ class RecommenderService:
         with self.store.session_scope() as s:
             user = self._user(s, external)
             cached = self._adapt(s, user)
+        return self._remember(external, user.id, cached)
+
+    def _remember(self, external: str, uid: int, entry: tuple[UserState, np.ndarray]) -> tuple[UserState, np.ndarray]:
+        """Cache a user's state unless a newer one (adapted on later interactions) is there already:
+        writers and readers finish in any order, the cache only moves forward."""
         with self.lock:
-            # a write that committed meanwhile has stored a newer state: never replace it with this one
-            cached = self.states.setdefault(user.id, cached)
-            self.user_index[external] = user.id
-        return cached
+            current = self.states.get(uid)
+            if current is None or current[0].payload["version"] <= entry[0].payload["version"]:
+                self.states[uid] = entry
+            self.user_index[external] = uid
+            return self.states[uid]
 
     # ------------------------------------------------------------------ recommend
     def recommend(self, external: str, k: int, explain: bool = False) -> list[Explained]:
