@@ -64,25 +64,25 @@ def test_health_docs_and_page(client):
 
 def test_recommend_feedback_adapts_and_history(client, synth):
     assert client.post("/users", json={"id": "alice"}, headers=AUTH).status_code == 201
-    before = [r["id"] for r in client.get("/users/alice/recommendations?k=10").json()]
+    before = [r["id"] for r in client.get("/users/alice/recommendations?k=10", headers=AUTH).json()]
     topics = synth.items["topic"].to_numpy()
     space = [f"i{i}" for i in range(200) if topics[i] == 0][:6]
     r = client.post(
         "/users/alice/interactions", json={"events": [{"item": i, "kind": "like"} for i in space]}, headers=AUTH
     )
     assert r.status_code == 201 and r.json() == {"stored": 6}
-    recs = client.get("/users/alice/recommendations?k=10&explain=true").json()
+    recs = client.get("/users/alice/recommendations?k=10&explain=true", headers=AUTH).json()
     after = [x["id"] for x in recs]
     assert after != before and not set(after) & set(space)  # adapted, and liked items are not re-sent
     assert sum(topics[int(i[1:])] == 0 for i in after) >= 5  # the list moved toward what she liked
     assert all(x["because_you_liked"] for x in recs)
-    hist = client.get("/users/alice").json()["history"]
+    hist = client.get("/users/alice", headers=AUTH).json()["history"]
     assert [h["item"] for h in hist] == space and hist[0]["kind"] == "like"
 
 
 def test_text_only_user_gets_profile_matches(client, synth):
     client.post("/users", json={"id": "bob", "profile_text": "I enjoy space and rocket stories"}, headers=AUTH)
-    recs = client.get("/users/bob/recommendations?k=10&explain=true").json()
+    recs = client.get("/users/bob/recommendations?k=10&explain=true", headers=AUTH).json()
     topics = synth.items["topic"].to_numpy()
     assert sum(topics[int(r["id"][1:])] == 0 for r in recs) >= 6
     assert any({"space", "rocket"} & set(r["matched_profile_words"]) for r in recs)
@@ -95,7 +95,7 @@ def test_new_items_are_searchable_and_recommendable_at_once(client):
     hits = client.get("/items", params={"query": "rocket galaxy orbit", "k": 3}).json()
     assert hits[0]["id"] == "new-1"
     client.post("/users", json={"id": "carol", "profile_text": "space rocket galaxy orbit alien planet"}, headers=AUTH)
-    ids = [x["id"] for x in client.get("/users/carol/recommendations?k=50").json()]
+    ids = [x["id"] for x in client.get("/users/carol/recommendations?k=50", headers=AUTH).json()]
     assert "new-1" in ids
     assert client.post("/items", json=body, headers=AUTH).status_code == 409
 
@@ -103,7 +103,7 @@ def test_new_items_are_searchable_and_recommendable_at_once(client):
 def test_bad_input_is_rejected_and_stores_nothing(client):
     client.post("/users", json={"id": "dave"}, headers=AUTH)
     n = _count(client, "interactions")
-    r = client.get("/users/nobody/recommendations")
+    r = client.get("/users/nobody/recommendations", headers=AUTH)
     assert r.status_code == 404 and "nobody" in r.json()["detail"]
     r = client.post(
         "/users/dave/interactions",
@@ -117,8 +117,11 @@ def test_bad_input_is_rejected_and_stores_nothing(client):
     assert r.status_code == 422 and "rating" in str(r.json()["detail"])
     r = client.post("/users/dave/interactions", json={"events": [{"item": "i1", "kind": "click"}] * 1001}, headers=AUTH)
     assert r.status_code == 422 and "events" in str(r.json()["detail"])
-    r = client.get("/users/dave/recommendations?k=0")
+    r = client.get("/users/dave/recommendations?k=0", headers=AUTH)
     assert r.status_code == 422 and "k" in str(r.json()["detail"])
+    for private in ("/users/dave", "/users/dave/interactions", "/users/dave/recommendations"):
+        r = client.get(private)  # a user's data is private when a token is configured
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert (
         client.post("/users/dave/interactions", json={"events": [{"item": "i1", "kind": "click"}]}).status_code == 401
     )
@@ -343,11 +346,11 @@ def test_liking_an_item_added_after_training_moves_the_user(client, synth):
     space = topic["i" + str(int(np.flatnonzero(synth.items["title"].str.contains("Space|Rocket|Galaxy"))[0]))]
 
     def share(uid: str) -> float:
-        recs = client.get(f"/users/{uid}/recommendations?k=20").json()
+        recs = client.get(f"/users/{uid}/recommendations?k=20", headers=AUTH).json()
         return float(np.mean([topic.get(x["id"]) == space for x in recs]))
 
     assert share("nina") > share("empty")
-    assert "fresh" not in [x["id"] for x in client.get("/users/nina/recommendations?k=50").json()]
+    assert "fresh" not in [x["id"] for x in client.get("/users/nina/recommendations?k=50", headers=AUTH).json()]
 
 
 def test_cached_state_always_matches_the_stored_history(artifact, db_url):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from metarec.errors import MetarecError
@@ -127,14 +128,22 @@ async def get_service(request: Request) -> RecommenderService:
     return request.app.state.service
 
 
-async def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    token = request.app.state.token  # RequestGuard has checked it before the body; this declares it in OpenAPI
-    if token and not token_ok(authorization, token):
+bearer = HTTPBearer(auto_error=False, description="the API token given to `metarec serve --token`")
+
+
+async def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """Writes and reads of a user's data need the token when one is configured (RequestGuard has
+    already refused unauthenticated writes before their body; this also declares the scheme in OpenAPI)."""
+    token = request.app.state.token
+    if token and (credentials is None or not token_ok(f"Bearer {credentials.credentials}", token)):
         raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
 Service = Annotated[RecommenderService, Depends(get_service)]
 WRITE = [Depends(require_token)]
+PRIVATE = WRITE  # a user's profile, history and recommendations (which name what they liked)
 
 
 def item_out(service: RecommenderService, i: int, score: float) -> dict[str, Any]:
@@ -199,12 +208,12 @@ def create_user(service: Service, body: UserIn) -> dict:
     return {"id": body.id}
 
 
-@users.get("/users/{user_id}")
+@users.get("/users/{user_id}", dependencies=PRIVATE)
 def get_user(service: Service, user_id: UserId) -> dict:
     return user_out(service, user_id)
 
 
-@users.get("/users/{user_id}/recommendations", response_model=list[RecommendationOut])
+@users.get("/users/{user_id}/recommendations", response_model=list[RecommendationOut], dependencies=PRIVATE)
 def recommendations(
     service: Service, user_id: UserId, k: Annotated[int, Query(ge=1, le=100)] = 10, explain: bool = False
 ) -> list[dict]:
@@ -221,6 +230,6 @@ def add_interactions(service: Service, user_id: UserId, body: EventsIn) -> dict:
     return {"stored": stored}
 
 
-@users.get("/users/{user_id}/interactions")
+@users.get("/users/{user_id}/interactions", dependencies=PRIVATE)
 def interactions(service: Service, user_id: UserId) -> list[dict]:
     return user_out(service, user_id)["history"]

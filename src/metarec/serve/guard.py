@@ -23,7 +23,7 @@ def token_ok(header: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
-UNAUTHORIZED = "this endpoint writes: send 'Authorization: Bearer <token>'"
+UNAUTHORIZED = "this endpoint needs the API token: send 'Authorization: Bearer <token>'"
 
 
 def unauthorized() -> JSONResponse:
