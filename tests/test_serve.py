@@ -378,3 +378,15 @@ def test_cached_state_always_matches_the_stored_history(artifact, db_url):
         assert sorted(cached_state.payload["positives"]) == sorted(fresh_state.payload["positives"])
         assert np.allclose(cached_query, fresh_query, atol=1e-5)
         assert len(service.history("busy")[1]) == 24
+
+
+def test_new_items_are_found_by_every_field_they_came_with(client):
+    """Regression (issue 10, item 8): search read only what the item template renders ({title})."""
+    body = {"items": [{"id": "vx", "title": "Blue Thing", "text": "lava flows down the mountain",
+                       "fields": {"genres": "volcano eruption documentary"}}]}  # fmt: skip
+    assert client.post("/items", json=body, headers=AUTH).status_code == 201
+    hits = client.get("/items", params={"query": "volcano eruption lava documentary", "k": 3}).json()
+    assert hits[0]["id"] == "vx"
+    service = client.app.state.service  # explanations match profile words against every field too
+    _, words = service._explain(service.item_ids.index("vx"), {"positives": [], "profile": "I love volcano films"})
+    assert words == ["volcano"]

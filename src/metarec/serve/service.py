@@ -132,21 +132,27 @@ class RecommenderService:
             rows = self._embed(records, [r.text for r in added])
             self._index_new([r.id for r in added], [r.external_id for r in added], [r.title for r in added], *rows)
 
-    def _embed(self, records: pd.DataFrame, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(E, b) from the model's item sources, and the text vectors of the rendered item texts."""
+    def _embed(self, records: pd.DataFrame, texts: list[str]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """(E, b) from the model's item sources, the vectors of the rendered item texts, and search
+        vectors of everything the items came with (title, text and every field), so search finds a
+        new item by any of them, not only by what the model's template reads."""
         vec = self.text.encode(texts)
+        searchable = [" ".join(dict.fromkeys(str(v).strip() for v in row.values() if isinstance(v, str) and v.strip()))
+                      for row in records.to_dict("records")]  # fmt: skip
+        search = self.text.encode(searchable, "search")
         records = records.assign(**{self.text.rendered_column: texts})
-        return (*self.model.new_item_vectors(records), vec)
+        return (*self.model.new_item_vectors(records), vec, search)
 
     def _index_new(self, ids: list[int], external: list[str], titles: list[str], E: np.ndarray, b: np.ndarray,
-                   vec: np.ndarray) -> None:  # fmt: skip
+                   vec: np.ndarray, search: np.ndarray) -> None:  # fmt: skip
         with self.lock:
             if ids[0] != len(self.item_ids):
                 raise MetarecError("item ids out of step with the index; restart the service")
             self.index.add(self._index_rows(E, b, vec))
             self.added_E = np.vstack([self.added_E, E]).astype(np.float32)
             self.added_b = np.concatenate([self.added_b, b]).astype(np.float32)
-            self.text_index.add(vec)
+            self.text_index.add(search)
             self.text_vectors = np.vstack([self.text_vectors, vec])
             self.item_ids.extend(external)
             self.titles.extend(titles)
@@ -307,5 +313,10 @@ class RecommenderService:
         return because, words
 
     def _item_text(self, item: int) -> str:
+        """The item's text and, for items added over the API, every field it came with."""
         with self.store.session_scope() as s:
-            return s.scalar(select(Item.text).where(Item.id == item)) or ""
+            row = s.execute(select(Item.text, Item.fields).where(Item.id == item)).one_or_none()
+        if row is None:
+            return ""
+        fields = json.loads(row.fields or "{}")
+        return " ".join([row.text or "", *(str(v) for v in fields.values() if isinstance(v, str))])
