@@ -38,7 +38,7 @@ def fresh_serve():
         del metarec.serve
 
 
-@pytest.mark.parametrize("missing", ["fastapi", "uvicorn", "sqlalchemy", "alembic", "hnswlib"])
+@pytest.mark.parametrize("missing", ["fastapi", "uvicorn", "sqlalchemy", "alembic", "hnswlib", "swagger_ui_bundle"])
 def test_serve_without_its_extra_fails_in_one_line(monkeypatch, fresh_serve, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # `import <missing>` now raises ImportError
     with pytest.raises(MetarecError) as info:

@@ -57,7 +57,11 @@ def _count(client, table: str) -> int:
 def test_health_docs_and_page(client):
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["items"] == 200 and h["database"] in ("sqlite", "postgresql")
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn." not in docs.text  # works offline: the assets come from an installed package
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
     assert "/users/{user_id}/recommendations" in client.get("/openapi.json").json()["paths"]
     assert "metarec" in client.get("/").text
 

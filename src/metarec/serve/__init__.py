@@ -6,6 +6,6 @@ core-only install gets one line (`pip install 'metarec[serve]'`) instead of a de
 
 from metarec.utils import require
 
-for _module in ("fastapi", "uvicorn", "sqlalchemy", "alembic", "hnswlib"):
+for _module in ("fastapi", "uvicorn", "sqlalchemy", "alembic", "hnswlib", "swagger_ui_bundle"):
     require(_module, "serve")
 del _module

@@ -8,9 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from swagger_ui_bundle import swagger_ui_path
 
 from metarec.errors import MetarecError
 from metarec.serve.guard import UNAUTHORIZED, RequestGuard, token_ok
@@ -94,7 +97,14 @@ def create_app(artifact: str | Path, db_url: str, token: str | None = None, exac
                max_body: int = MAX_BODY) -> FastAPI:  # fmt: skip
     """The API over one artefact and one database; write endpoints need `token` when it is set, and
     no request body may exceed `max_body` bytes (checked before the body is read)."""
-    app = FastAPI(title="metarec", description="LLM-understood, meta-learned recommendations", version="0.1.0")
+    app = FastAPI(
+        title="metarec",
+        description="LLM-understood, meta-learned recommendations",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+    )  # /docs is served from installed assets, not a CDN
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     app.add_middleware(RequestGuard, max_body=max_body, token=token)
     app.state.service = RecommenderService(artifact, db_url, exact_below=exact_below)
     app.state.token = token
@@ -177,6 +187,14 @@ users = APIRouter()
 @pages.get("/", include_in_schema=False)
 def page() -> FileResponse:
     return FileResponse(STATIC / "index.html")
+
+
+@pages.get("/docs", include_in_schema=False)
+def docs(request: Request) -> HTMLResponse:
+    """Swagger UI from the `swagger-ui-bundle` package: works on a machine with no internet."""
+    return get_swagger_ui_html(openapi_url=request.app.openapi_url or "/openapi.json", title="metarec API",
+                               swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                               swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="")  # fmt: skip
 
 
 @pages.get("/health")
