@@ -125,3 +125,14 @@ def test_train_checkpoints_and_resumes(tmp_path):
     assert json.loads((ckpt / "checkpoint.json").read_text())["epoch"] == 3
     res = runner.invoke(app, ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "als", "--resume"])
     assert res.exit_code == 2 and "neural" in res.output
+
+
+def test_embed_reads_a_csv_item_file(tmp_path):
+    """Regression (issue 10, item 14): `embed csv` had no --items, so its template found no titles."""
+    (tmp_path / "i.csv").write_text("uid,sku\n1,a\n1,b\n2,a\n")
+    (tmp_path / "items.csv").write_text("sku,name\na,Red Guitar Strings\nb,Blue Drum Sticks\n")
+    res = runner.invoke(app, ["embed", "csv", "--path", str(tmp_path / "i.csv"), "--items", str(tmp_path / "items.csv"),
+                              "--column", "user=uid", "--column", "item=sku", "--template", "{name}",
+                              "--encoder", "tfidf", "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "items: 2 texts" in res.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,3 +119,17 @@ def test_unknown_protocol_and_bad_params_are_config_errors(synth):
         list(make_folds(synth, "hot-user", {}, 0))
     with pytest.raises(ConfigError, match="cold-user"):
         list(make_folds(synth, "cold-user", {"shotz": [1]}, 0))
+
+
+def test_earliest_without_timestamps_warns_and_says_what_it_uses():
+    """Regression (issue 10, item 15): without a time column 'earliest' silently meant row order."""
+    from metarec.data.schema import Dataset, RowOrderWarning
+
+    inter = pd.DataFrame({"user_id": ["u1"] * 4 + ["u2"] * 4, "item_id": list("abcdabcd")})
+    ds = Dataset.from_frames("no-time", inter)
+    with pytest.warns(RowOrderWarning, match="row order.*support = 'random'"):
+        list(cold_user(ds, shots=[1], n_folds=2, valid_ratio=0.0, support="earliest"))
+    timed = Dataset.from_frames("timed", inter.assign(timestamp=range(8)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RowOrderWarning)
+        list(cold_user(timed, shots=[1], n_folds=2, valid_ratio=0.0, support="earliest"))

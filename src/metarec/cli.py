@@ -125,6 +125,9 @@ def embed(
     name: Annotated[str, typer.Argument(help="dataset: ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")],
     path: Annotated[str | None, typer.Option(help="data file / folder")] = None,
     meta: Annotated[str | None, typer.Option(help="amazon metadata file")] = None,
+    items: Annotated[str | None, typer.Option(help="csv/parquet: items file")] = None,
+    users: Annotated[str | None, typer.Option(help="csv/parquet: users file")] = None,
+    column: Annotated[list[str] | None, typer.Option(help="csv/parquet column map, ours=theirs")] = None,
     encoder: Annotated[str, typer.Option(help="sentence-transformers | hf | tfidf")] = "sentence-transformers",
     model: Annotated[str, typer.Option(help="model name or local path")] = "all-MiniLM-L6-v2",
     pooling: Annotated[str, typer.Option(help="hf encoder: mean | max | cls")] = "mean",
@@ -140,7 +143,7 @@ def embed(
     from metarec.text.templates import item_texts, user_texts
 
     try:
-        ds = _load_named(name, path, meta)
+        ds = _load_named(name, path, meta, column, items, users)
         enc = get_encoder({"encoder": encoder, "model": model, "pooling": pooling, "threads": threads})
         jobs = [("items", template, item_texts(ds, template))]
         if users_template:

@@ -7,6 +7,7 @@ ints once, here; everything downstream works on dense ints and maps back only fo
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,6 +19,23 @@ import scipy.sparse as sp
 from metarec.errors import DataError
 
 USER, ITEM, RATING, TIME = "user", "item", "rating", "timestamp"
+
+
+class RowOrderWarning(UserWarning):
+    """Interactions have no timestamp, so 'earliest' / 'latest' follow the file's row order."""
+
+
+def time_columns(df: pd.DataFrame, key: str, what: str) -> list[str]:
+    """Sort keys for time order: (key, timestamp), or (key,) with a warning naming the consequence."""
+    if TIME in df.columns:
+        return [key, TIME]
+    warnings.warn(
+        f"the interactions have no '{TIME}' column: {what} follows the file's row order; map a time column "
+        "(--column timestamp=...) or use support = 'random' if row order means nothing",
+        RowOrderWarning,
+        stacklevel=3,
+    )
+    return [key]
 
 
 def _table(table: pd.DataFrame | None, key: str, inter: pd.DataFrame, source: str, what: str) -> pd.DataFrame:

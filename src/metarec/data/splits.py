@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from metarec.data.schema import ITEM, RATING, TIME, USER, Dataset
+from metarec.data.schema import ITEM, RATING, USER, Dataset, time_columns
 from metarec.errors import ConfigError
 
 PROTOCOLS = ("warm", "cold-user", "cold-item", "cold-both", "predefined")
@@ -86,7 +86,7 @@ class Fold:
 
 def _time_order(df: pd.DataFrame) -> pd.DataFrame:
     """Per user, oldest first; the original row order breaks timestamp ties (stable sort)."""
-    cols = [USER, TIME] if TIME in df.columns else [USER]
+    cols = time_columns(df, USER, "'earliest' / 'latest' per user")
     return df.sort_values(cols, kind="stable")
 
 
@@ -171,7 +171,7 @@ def _reveal(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFram
     """Split each item's earliest `share` of interactions (at least one, never all) off as revealed."""
     if share <= 0:
         return rows.iloc[:0], rows
-    rows = rows.sort_values([ITEM, TIME] if TIME in rows.columns else [ITEM], kind="stable")
+    rows = rows.sort_values(time_columns(rows, ITEM, "the early adopters revealed per item"), kind="stable")
     n = rows.groupby(ITEM, sort=False)[USER].transform("size").to_numpy()
     pos = rows.groupby(ITEM, sort=False).cumcount().to_numpy()
     n_rev = np.minimum(np.maximum(1, np.ceil(n * share)), n - 1)

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 
-from metarec.data.schema import ITEM, TIME, USER, Dataset
+from metarec.data.schema import ITEM, USER, Dataset, time_columns
 
 
 def time_rank_matrix(ds: Dataset) -> sp.csr_matrix:
     """CSR with the same pattern as ds.matrix() whose data is each interaction's rank in time (1-based)."""
     df = ds.interactions.drop_duplicates([USER, ITEM])
-    df = df.sort_values([USER, TIME] if TIME in df.columns else [USER], kind="stable")
+    df = df.sort_values(time_columns(df, USER, "the earliest items of training episodes"), kind="stable")
     rank = df.groupby(USER, sort=False).cumcount().to_numpy() + 1
     m = sp.csr_matrix((rank.astype(np.float64), (df[USER].to_numpy(), df[ITEM].to_numpy())),
                       shape=(ds.n_users, ds.n_items))  # fmt: skip
