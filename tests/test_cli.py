@@ -21,6 +21,8 @@ def test_evaluate_synthetic_writes_run(tmp_path):
         app, ["evaluate", "-c", str(ROOT / "configs/synthetic.toml"), "--runs-dir", str(tmp_path), "--quiet"]
     )
     assert res.exit_code == 0, res.output
+    # --quiet still shows one line per fitted model with elapsed time and ETA (a long run never looks hung)
+    assert "warm fold 0 maml:" in res.output and "ETA" in res.output
     (run,) = tmp_path.iterdir()
     for f in ("config.json", "config.toml", "versions.json", "results.json", "results.md", "ndcg_vs_k.png"):
         assert (run / f).stat().st_size > 0, f

@@ -228,7 +228,7 @@ def evaluate(
     folds: Annotated[
         str | None, typer.Option(help="comma-separated fold indices to run (quick look), default all")
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar: one line per fitted model instead")] = False,
     overrides: SetOption = None,
 ) -> None:
     """Run every configured model on the same splits; print tables and write runs/<name>-<time>/."""
@@ -246,7 +246,7 @@ def evaluate(
             for proto, params in cfg["protocols"].items():
                 if params.get("type", proto).startswith("cold"):  # the K-fold protocols
                     params["folds"] = chosen
-        result = run_experiment(cfg, progress=not quiet)
+        result = run_experiment(cfg, progress=not quiet, log=console.print if quiet else None)
     except MetarecError as exc:
         _fail(exc)
     print_tables(result, console)

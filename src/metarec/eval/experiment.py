@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +142,19 @@ def _progress() -> Progress:
     )
 
 
-def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress: bool = True) -> ExperimentResult:
+def _line(bar: Progress, task_id: Any, t0: float, what: str, seconds: float) -> str:
+    """One plain progress line: what finished, how long it took, elapsed and the ETA so far."""
+    task = bar.tasks[task_id]
+    done, total = int(task.completed), int(task.total or 0)
+    elapsed = time.perf_counter() - t0
+    eta = elapsed / max(done, 1) * max(total - done, 0)
+    return f"{what}: {seconds:.1f}s; {done}/{total} fits, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+
+
+def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress: bool = True,
+                   log: Callable[[str], Any] | None = None) -> ExperimentResult:  # fmt: skip
+    """Every model on every fold of every protocol. `progress` draws a bar; `log` (e.g. `print`) gets one
+    line per fitted model instead, so a quiet run of many minutes still shows it is alive and when it ends."""
     timings: dict[str, float] = {}
     seed = int(cfg["seed"])
     seed_everything(seed)
@@ -195,6 +208,9 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                         key = f"eval:{protocol}:{display}"
                         timings[key] = timings.get(key, 0.0) + r.seconds
                     bar.advance(task_id)
+                    if log is not None:
+                        log(_line(bar, task_id, t0, f"{protocol} fold {fold.fold} {display}",
+                                  time.perf_counter() - t_fit))  # fmt: skip
     timings["total"] = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return ExperimentResult(cfg, ds.summary(), cells, timings, peak_mb)
