@@ -392,5 +392,17 @@ def test_new_items_are_found_by_every_field_they_came_with(client):
     hits = client.get("/items", params={"query": "volcano eruption lava documentary", "k": 3}).json()
     assert hits[0]["id"] == "vx"
     service = client.app.state.service  # explanations match profile words against every field too
-    _, words = service._explain(service.item_ids.index("vx"), {"positives": [], "profile": "I love volcano films"})
+    [(_, words)] = service._explain(
+        [service.item_ids.index("vx")], {"positives": [], "profile": "I love volcano films"}
+    )
     assert words == ["volcano"]
+
+
+def test_history_is_paginated(client):
+    client.post("/users", json={"id": "pat"}, headers=AUTH)
+    events = [{"item": f"i{j}", "kind": "click"} for j in range(5)]
+    client.post("/users/pat/interactions", json={"events": events}, headers=AUTH)
+    page = client.get("/users/pat/interactions?limit=2&offset=1", headers=AUTH).json()
+    assert [h["item"] for h in page] == ["i1", "i2"]
+    assert len(client.get("/users/pat", headers=AUTH).json()["history"]) == 5
+    assert client.get("/users/pat/interactions?limit=0", headers=AUTH).status_code == 422

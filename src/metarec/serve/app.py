@@ -160,8 +160,8 @@ def item_out(service: RecommenderService, i: int, score: float) -> dict[str, Any
     return {"id": service.item_ids[i], "title": service.titles[i], "score": score}
 
 
-def user_out(service: RecommenderService, user_id: str) -> dict[str, Any]:
-    user, rows = service.history(user_id)
+def user_out(service: RecommenderService, user_id: str, limit: int, offset: int) -> dict[str, Any]:
+    user, rows = service.history(user_id, limit, offset)
     return {
         "id": user.external_id,
         "profile_text": user.profile_text,
@@ -226,9 +226,13 @@ def create_user(service: Service, body: UserIn) -> dict:
     return {"id": body.id}
 
 
+Limit = Annotated[int, Query(ge=1, le=1000, description="interactions per page, oldest first")]
+Offset = Annotated[int, Query(ge=0, description="interactions to skip")]
+
+
 @users.get("/users/{user_id}", dependencies=PRIVATE)
-def get_user(service: Service, user_id: UserId) -> dict:
-    return user_out(service, user_id)
+def get_user(service: Service, user_id: UserId, limit: Limit = 100, offset: Offset = 0) -> dict:
+    return user_out(service, user_id, limit, offset)
 
 
 @users.get("/users/{user_id}/recommendations", response_model=list[RecommendationOut], dependencies=PRIVATE)
@@ -249,5 +253,5 @@ def add_interactions(service: Service, user_id: UserId, body: EventsIn) -> dict:
 
 
 @users.get("/users/{user_id}/interactions", dependencies=PRIVATE)
-def interactions(service: Service, user_id: UserId) -> list[dict]:
-    return user_out(service, user_id)["history"]
+def interactions(service: Service, user_id: UserId, limit: Limit = 100, offset: Offset = 0) -> list[dict]:
+    return user_out(service, user_id, limit, offset)["history"]

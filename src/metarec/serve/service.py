@@ -202,10 +202,12 @@ class RecommenderService:
             raise NotFound(f"unknown user {external!r}; create it with POST /users")
         return user
 
-    def history(self, external: str) -> tuple[User, list[Interaction]]:
+    def history(self, external: str, limit: int | None = None, offset: int = 0) -> tuple[User, list[Interaction]]:
+        """A user and a page of their interactions, oldest first."""
         with self.store.session_scope() as s:
             user = self._user(s, external)
-            rows = s.scalars(select(Interaction).where(Interaction.user_id == user.id).order_by(Interaction.id)).all()
+            query = select(Interaction).where(Interaction.user_id == user.id).order_by(Interaction.id).offset(offset)
+            rows = s.scalars(query if limit is None else query.limit(limit)).all()
             return user, list(rows)
 
     def add_interactions(self, external: str, events: list[dict], fail_after_insert: bool = False) -> int:
@@ -290,33 +292,29 @@ class RecommenderService:
         state, query = self._state(external)
         with self.lock:
             ids, scores = self.index.search(query, k, exclude=state.payload["seen"])
+        items = ids.tolist()
+        why = self._explain(items, state.payload) if explain else [([], [])] * len(items)
+        return [Explained(i, float(sc), b, w) for i, sc, (b, w) in zip(items, scores.tolist(), why, strict=True)]
+
+    def _explain(self, items: list[int], info: dict) -> list[tuple[list[str], list[str]]]:
+        """Why, per item: the user's own items nearest in the LLM space, and profile words found in the
+        item's text (all items' texts in one query: one session per request, not one per item)."""
+        pos = [p for p in dict.fromkeys(info["positives"]) if p < len(self.text_vectors)]
+        texts = self._item_texts(items) if info["profile"] else {}
+        profile_words = list(dict.fromkeys(_WORD.findall((info["profile"] or "").lower())))
         out = []
-        for i, sc in zip(ids.tolist(), scores.tolist(), strict=True):
+        for item in items:
             because: list[str] = []
-            words: list[str] = []
-            if explain:
-                because, words = self._explain(i, state.payload)
-            out.append(Explained(i, float(sc), because, words))
+            if pos:
+                sims = self.text_vectors[pos] @ self.text_vectors[item]
+                because = [self.titles[pos[j]] for j in np.argsort(-sims)[:2]]
+            text = f"{self.titles[item]} {texts.get(item, '')}".lower()
+            out.append((because, [w for w in profile_words if w not in _STOP and w in text] if texts else []))
         return out
 
-    def _explain(self, item: int, info: dict) -> tuple[list[str], list[str]]:
-        """Why: the user's own items nearest in the LLM space, and profile words found in the item text."""
-        because = []
-        pos = [p for p in dict.fromkeys(info["positives"]) if p < len(self.text_vectors)]
-        if pos:
-            sims = self.text_vectors[pos] @ self.text_vectors[item]
-            because = [self.titles[pos[j]] for j in np.argsort(-sims)[:2]]
-        words = []
-        if info["profile"]:
-            text = f"{self.titles[item]} {self._item_text(item)}".lower()
-            words = [w for w in dict.fromkeys(_WORD.findall(info["profile"].lower())) if w not in _STOP and w in text]
-        return because, words
-
-    def _item_text(self, item: int) -> str:
-        """The item's text and, for items added over the API, every field it came with."""
+    def _item_texts(self, items: list[int]) -> dict[int, str]:
+        """Items' texts and, for items added over the API, every field they came with."""
         with self.store.session_scope() as s:
-            row = s.execute(select(Item.text, Item.fields).where(Item.id == item)).one_or_none()
-        if row is None:
-            return ""
-        fields = json.loads(row.fields or "{}")
-        return " ".join([row.text or "", *(str(v) for v in fields.values() if isinstance(v, str))])
+            rows = s.execute(select(Item.id, Item.text, Item.fields).where(Item.id.in_(items))).all()
+        return {r.id: " ".join([r.text or "", *(str(v) for v in json.loads(r.fields or "{}").values()
+                                               if isinstance(v, str))]) for r in rows}  # fmt: skip
