@@ -10,45 +10,73 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import typing
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
 
+from metarec.data.checks import rating_problem, time_problem
 from metarec.data.schema import Dataset
 from metarec.errors import DataError
 
 REQUIRED = ("reviewerID", "asin", "overall")
 
 
-def _open(path: Path) -> IO[str]:
+def _open(path: Path) -> IO[bytes]:
+    """Bytes, decoded line by line below, so a bad byte is reported on its own line."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return typing.cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines; a damaged or mislabelled file stops with the line it was read up to."""
+    lineno = 0
+    try:
+        with _open(path) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        f"{path}: line {lineno} is not UTF-8 text ({exc.reason}); re-encode the file as UTF-8"
+                    ) from None
+                yield lineno, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(
+            f"{path}: the compressed file is damaged or truncated after line {lineno} ({exc}); download it again"
+        ) from None
+
+
+def _parse(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return ast.literal_eval(line)  # the 2014 metadata files are Python literals
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """JSON per line; the 2014 metadata files are Python literals, so fall back to those."""
-    with _open(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                try:
-                    rec = ast.literal_eval(line)
-                except (ValueError, SyntaxError) as exc:
-                    raise DataError(
-                        f"{path}: line {lineno} is not a JSON object ({exc}); each line must be one review"
-                    ) from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}: line {lineno} is a {type(rec).__name__}, expected a JSON object")
-            yield lineno, rec
+    for lineno, line in _lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = _parse(line)
+        except (ValueError, SyntaxError, MemoryError) as exc:
+            raise DataError(
+                f"{path}: line {lineno} is not a JSON object ({exc}); each line must be one review"
+            ) from None
+        except RecursionError:
+            raise DataError(f"{path}: line {lineno} is nested too deeply to be a review; fix or drop it") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: line {lineno} is a {type(rec).__name__}, expected a JSON object")
+        yield lineno, rec
 
 
 def load(path: str | Path, meta_path: str | Path | None = None, name: str | None = None) -> Dataset:
@@ -58,16 +86,16 @@ def load(path: str | Path, meta_path: str | Path | None = None, name: str | None
         missing = [k for k in REQUIRED if k not in rec or rec[k] in (None, "")]
         if missing:
             raise DataError(f"{path}: line {lineno} lacks {', '.join(missing)} (required: {', '.join(REQUIRED)})")
-        try:
-            rating = float(rec["overall"])
-        except (TypeError, ValueError):
-            raise DataError(f"{path}: line {lineno}: 'overall' must be a number, got {rec['overall']!r}") from None
+        rating, when = _number(path, lineno, rec, "overall"), _number(path, lineno, rec, "unixReviewTime")
+        for value, field, problem in ((rating, "overall", rating_problem), (when, "unixReviewTime", time_problem)):
+            if (why := problem(value)) is not None:
+                raise DataError(f"{path}: line {lineno}, field '{field}': {rec[field]!r} {why}")
         rows.append(
             (
                 str(rec["reviewerID"]),
                 str(rec["asin"]),
                 rating,
-                int(rec.get("unixReviewTime") or 0),
+                int(when),
                 rec.get("summary") or "",
                 rec.get("reviewText") or "",
                 rec.get("reviewerName") or "",
@@ -89,6 +117,15 @@ def load(path: str | Path, meta_path: str | Path | None = None, name: str | None
             if col in items.columns:
                 items[col] = items[col].fillna("")
     return Dataset.from_frames(name or path.name.split(".")[0], inter, items, users, source=str(path))
+
+
+def _number(path: Path, lineno: int, rec: dict[str, Any], field: str) -> float:
+    """A numeric field (a missing review time is 0, the epoch)."""
+    value = rec.get(field) or 0
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: line {lineno}, field '{field}' must be a number, got {value!r}") from None
 
 
 def _load_meta(path: Path) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from metarec.data.checks import check_column
 from metarec.data.schema import Dataset
 from metarec.errors import DataError
 
@@ -62,17 +63,25 @@ def load(
     }
     cols.update(columns or {})
     inter = read_table(interactions, sep)
+    if inter.empty:
+        raise DataError(f"{interactions}: no interactions (the file has a header and no rows, or nothing at all)")
     inter = _rename(inter, cols, ["user", "item"], str(interactions))
     inter = inter.rename(columns={"user": "user_id", "item": "item_id"})
     for col in ("rating", "timestamp"):
         if col in inter.columns:
             num = pd.to_numeric(inter[col], errors="coerce")
-            bad = num.isna() & inter[col].astype(str).ne("")
+            bad = num.isna()
             if bad.any():
                 line = int(bad.to_numpy().argmax()) + 2  # 1-based + header
-                raise DataError(
-                    f"{interactions}: line {line}, column '{cols[col]}' is not a number: {inter[col][bad].iloc[0]!r}"
-                )
+                raw = inter[col][bad].iloc[0]
+                what = "is empty" if str(raw).strip() == "" else f"is not a number: {raw!r}"
+                raise DataError(f"{interactions}: line {line}, column '{cols[col]}' {what}; fill or drop that row")
+            column = cols[col]
+
+            def where(i: int, column: str = column) -> str:
+                return f"{interactions}: line {i + 2}, column '{column}'"
+
+            check_column(num.to_numpy(), col, where)
             inter[col] = num
     if "split" in inter.columns:
         inter["split"] = inter["split"].astype(str).str.lower()
