@@ -12,7 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from swagger_ui_bundle import swagger_ui_path
 
 from metarec.errors import MetarecError
@@ -29,38 +29,25 @@ TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 #: user ids travel in URL paths: no '/' either (rejected at creation rather than unreachable later)
 ID_PATTERN = r"^[^\x00/]*[^\s\x00/][^\x00/]*$"
 UserId = Annotated[str, PathParam(min_length=1, max_length=200, pattern=ID_PATTERN)]
-
-
-def _check_strings(value: Any, where: str = "body") -> None:
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError(f"{where}: text must not contain a NUL byte")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_strings(k, where)
-            _check_strings(v, f"{where}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_strings(v, f"{where}[{i}]")
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL cannot store a NUL byte in text
+Key = Annotated[str, Field(max_length=100, pattern=NO_NUL)]
 
 
 class _In(BaseModel):
-    """Request bodies: unknown fields, non-finite numbers, coerced types and NUL bytes are all 422;
-    a typo must not silently become a default (a misspelt `kind` once turned a dislike into a click)."""
+    """Request bodies: unknown fields, non-finite numbers, coerced types and NUL bytes are all 422, and
+    the schema says so (every text has a no-NUL pattern); a typo must not silently become a default (a
+    misspelt `kind` once turned a dislike into a click)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        _check_strings(data)
-        return data
 
 
 class ItemIn(_In):
     id: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)
     title: str = Field(min_length=1, max_length=500, pattern=TEXT_PATTERN)
-    text: str | None = Field(default=None, max_length=20_000)
-    fields: dict[str, str] | None = Field(default=None, description="more fields for the item template, e.g. genres")
+    text: str | None = Field(default=None, max_length=20_000, pattern=NO_NUL)
+    fields: dict[Key, Annotated[str, Field(max_length=5_000, pattern=NO_NUL)]] | None = Field(
+        default=None, description="more fields for the item template, e.g. genres"
+    )
 
 
 class ItemsIn(_In):
@@ -69,7 +56,7 @@ class ItemsIn(_In):
 
 class UserIn(_In):
     id: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN)
-    profile_text: str | None = Field(default=None, max_length=5_000)
+    profile_text: str | None = Field(default=None, max_length=5_000, pattern=NO_NUL)
 
 
 class EventIn(_In):
@@ -86,6 +73,17 @@ class ItemOut(BaseModel):
     id: str
     title: str
     score: float
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route really gives (422 is FastAPI's own)."""
+    what = {401: "the API token is missing or wrong", 404: "unknown user or item", 409: "the id exists already",
+            413: "request body over the limit"}  # fmt: skip
+    return {code: {"model": ErrorOut, "description": what[code]} for code in codes}
 
 
 class RecommendationOut(ItemOut):
@@ -121,8 +119,11 @@ ERROR_STATUS: tuple[tuple[type[MetarecError], int], ...] = ((NotFound, 404), (Co
 
 
 async def service_error(request: Request, exc: Exception) -> JSONResponse:
-    """NotFound -> 404, Conflict -> 409, any other MetarecError -> 422; body `{"detail": message}`."""
+    """NotFound -> 404, Conflict -> 409 (`{"detail": message}`); any other MetarecError is a request the
+    service cannot take -> 422 in the same shape as a validation error, so one schema describes every 422."""
     status = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
+    if status == 422:
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]}, status_code=422)
     return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
@@ -214,13 +215,13 @@ def search_items(service: Service, query: Annotated[str, Query(min_length=1, max
     return [item_out(service, i, s) for i, s in service.search(query, k)]
 
 
-@items.post("/items", status_code=201, dependencies=WRITE)
+@items.post("/items", status_code=201, dependencies=WRITE, responses=_errors(401, 409, 413))
 def add_items(service: Service, body: ItemsIn) -> dict:
     added = service.add_items([it.model_dump() for it in body.items])
     return {"added": added, "items": service.index.size}
 
 
-@users.post("/users", status_code=201, dependencies=WRITE)
+@users.post("/users", status_code=201, dependencies=WRITE, responses=_errors(401, 409, 413))
 def create_user(service: Service, body: UserIn) -> dict:
     service.create_user(body.id, body.profile_text)
     return {"id": body.id}
@@ -230,12 +231,17 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="interactions per page, 
 Offset = Annotated[int, Query(ge=0, description="interactions to skip")]
 
 
-@users.get("/users/{user_id}", dependencies=PRIVATE)
+@users.get("/users/{user_id}", dependencies=PRIVATE, responses=_errors(401, 404))
 def get_user(service: Service, user_id: UserId, limit: Limit = 100, offset: Offset = 0) -> dict:
     return user_out(service, user_id, limit, offset)
 
 
-@users.get("/users/{user_id}/recommendations", response_model=list[RecommendationOut], dependencies=PRIVATE)
+@users.get(
+    "/users/{user_id}/recommendations",
+    response_model=list[RecommendationOut],
+    dependencies=PRIVATE,
+    responses=_errors(401, 404),
+)
 def recommendations(
     service: Service, user_id: UserId, k: Annotated[int, Query(ge=1, le=100)] = 10, explain: bool = False
 ) -> list[dict]:
@@ -246,12 +252,12 @@ def recommendations(
     ]
 
 
-@users.post("/users/{user_id}/interactions", status_code=201, dependencies=WRITE)
+@users.post("/users/{user_id}/interactions", status_code=201, dependencies=WRITE, responses=_errors(401, 404, 413))
 def add_interactions(service: Service, user_id: UserId, body: EventsIn) -> dict:
     stored = service.add_interactions(user_id, [e.model_dump() for e in body.events])
     return {"stored": stored}
 
 
-@users.get("/users/{user_id}/interactions", dependencies=PRIVATE)
+@users.get("/users/{user_id}/interactions", dependencies=PRIVATE, responses=_errors(401, 404))
 def interactions(service: Service, user_id: UserId, limit: Limit = 100, offset: Offset = 0) -> list[dict]:
     return user_out(service, user_id, limit, offset)["history"]
