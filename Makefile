@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_meta.py
 	$(BIN)/python benchmarks/bench_serve.py
+	$(BIN)/python benchmarks/bench_soak.py
 
 # ruff (incl. mccabe complexity, C90) and mypy; settings live in pyproject.toml
 lint: setup

@@ -61,7 +61,14 @@ def main(argv: list[str]) -> int:
     from metarec.utils import git_commit
 
     os.environ["METAREC_GIT_COMMIT"] = git_commit() or "unknown"  # read once: the workers inherit it
+    from metarec.config import load_config
+
     for config in configs:
+        data = load_config(ROOT / config)["dataset"]
+        missing = [data[k] for k in ("path", "interactions") if data.get(k) and not (ROOT / data[k]).exists()]
+        if missing:
+            print(f"{config}: skipped, its data is not on this machine ({', '.join(map(str, missing))})")
+            continue
         rc = subprocess.call([sys.executable, __file__, "--one", config], cwd=ROOT)
         if rc != 0:
             print(f"{config}: failed (exit {rc})", file=sys.stderr)

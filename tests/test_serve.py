@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 
 import httpx
@@ -442,3 +443,31 @@ def test_fuzzed_requests_never_5xx_and_match_the_schema(artifact, db_url):
     for op in operations:
         fuzz(op)
     assert not failures, failures[:5]
+
+
+def test_new_items_and_feedback_together_never_deadlock(artifact, db_url):
+    """Regression: add_items took the service lock then the store's write lock, feedback the other way
+    round (found by the soak benchmark: the server hung under a mixed load). No app around the service,
+    so a deadlock fails the test instead of hanging its teardown."""
+    from metarec.serve.service import RecommenderService
+
+    service = RecommenderService(artifact, db_url)
+    service.create_user("mix", None)
+
+    def items(t: int) -> None:
+        for j in range(6):
+            service.add_items([{"id": f"dl-{t}-{j}", "title": f"Space Rocket {t} {j}"}])
+
+    def feedback(t: int) -> None:
+        for j in range(6):
+            service.add_interactions("mix", [{"item": f"i{(t * 7 + j) % 200}", "kind": "like"}])
+
+    threads = [threading.Thread(target=f, args=(t,), daemon=True) for t in range(3) for f in (items, feedback)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "deadlock: threads still waiting after 60 s"
+    assert service.index.size == 200 + 18 and len(service.history("mix")[1]) == 18
+    service.store.engine.dispose()

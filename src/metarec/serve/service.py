@@ -73,7 +73,8 @@ class RecommenderService:
         self._seed_items()
         self.index = ItemIndex(self._index_rows(E, b, text), exact_below=exact_below)
         # (E, b) of items added after training, in id order from n_items_: they can enter a user's support
-        self.added_E, self.added_b = np.zeros((0, E.shape[1]), np.float32), np.zeros(0, np.float32)
+        # replaced as one tuple, never mutated: readers take a consistent snapshot without a lock
+        self.added: tuple[np.ndarray, np.ndarray] = (np.zeros((0, E.shape[1]), np.float32), np.zeros(0, np.float32))
         self.text_index = ItemIndex(text, exact_below=exact_below)
         self._load_added_items()
         self.states: dict[int, tuple[UserState, np.ndarray]] = {}  # user id -> (state, query vector)
@@ -150,8 +151,8 @@ class RecommenderService:
             if ids[0] != len(self.item_ids):
                 raise MetarecError("item ids out of step with the index; restart the service")
             self.index.add(self._index_rows(E, b, vec))
-            self.added_E = np.vstack([self.added_E, E]).astype(np.float32)
-            self.added_b = np.concatenate([self.added_b, b]).astype(np.float32)
+            self.added = (np.vstack([self.added[0], E]).astype(np.float32),
+                          np.concatenate([self.added[1], b]).astype(np.float32))  # fmt: skip
             self.text_index.add(search)
             self.text_vectors = np.vstack([self.text_vectors, vec])
             self.item_ids.extend(external)
@@ -246,9 +247,11 @@ class RecommenderService:
             train_items = self.model.known_items(self.train_users[user.external_id]).tolist()
             positives += train_items
             seen |= set(train_items)
-        with self.lock:  # a consistent snapshot of the items added so far
-            added = (self.added_E, self.added_b) if len(self.added_b) else None
-            n_known = self.model.n_items_ + len(self.added_b)
+        # no self.lock here: callers may hold the store's write lock, and add_items takes the two in the
+        # other order (that was a deadlock under mixed load); one attribute read is a consistent snapshot
+        snapshot = self.added
+        added = snapshot if len(snapshot[1]) else None
+        n_known = self.model.n_items_ + len(snapshot[1])
         support = pd.DataFrame({"item": sorted({i for i in positives if i < n_known})})
         profile = user.profile_text or None
         state = self.model.adapt(support, profile if self.model.reads_profile_text else None, added)
