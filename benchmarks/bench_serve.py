@@ -75,24 +75,29 @@ async def load(base: str, paths: list[tuple[str, str, dict | None]], concurrency
     }
 
 
-def serve_and_load(artifact: Path, item_ids: list[str], n_users: int = 300) -> dict:
+def start_server(artifact: Path, db: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """`metarec serve` in its own process on a free loopback port, once /health answers."""
     port = free_port()
-    db = artifact / "bench.db"
-    db.unlink(missing_ok=True)
-    env = {**os.environ, "METAREC_TOKEN": ""}
     proc = subprocess.Popen(
         [sys.executable, "-m", "metarec.cli", "serve", "--artifact", str(artifact), "--db", f"sqlite:///{db}",
          "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "METAREC_TOKEN": "", **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    return proc, base
+
+
+def serve_and_load(artifact: Path, item_ids: list[str], n_users: int = 300) -> dict:
+    db = artifact / "bench.db"
+    db.unlink(missing_ok=True)
+    proc, base = start_server(artifact, db)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
         health = httpx.get(f"{base}/health").json()
         rng = random.Random(0)
         with httpx.Client(base_url=base, timeout=60) as c:

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import free_port, train
+from bench_serve import start_server, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -127,19 +127,8 @@ def run(name: str, minutes: float, clients: int, work: Path) -> dict:
     ds, _, train_s = train(CATALOGUES[name], art)
     db = work / f"{name}.db"
     home = work / f"home-{name}"
-    port = free_port()
-    env = {**os.environ, "METAREC_TOKEN": "", "METAREC_HOME": str(home)}
-    proc = subprocess.Popen([sys.executable, "-m", "metarec.cli", "serve", "--artifact", str(art), "--db",
-                             f"sqlite:///{db}", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_server(art, db, METAREC_HOME=str(home))
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
         with httpx.Client(base_url=base, timeout=60) as c:
             for u in range(50):
                 c.post("/users", json={"id": f"s{u}"}).raise_for_status()
