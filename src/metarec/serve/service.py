@@ -305,12 +305,11 @@ class RecommenderService:
         pos = [p for p in dict.fromkeys(info["positives"]) if p < len(self.text_vectors)]
         texts = self._item_texts(items) if info["profile"] else {}
         profile_words = list(dict.fromkeys(_WORD.findall((info["profile"] or "").lower())))
+        # one product for all items: column j holds item j's similarity to each of the user's items
+        nearest = np.argsort(-(self.text_vectors[pos] @ self.text_vectors[items].T), axis=0)[:2] if pos else None
         out = []
-        for item in items:
-            because: list[str] = []
-            if pos:
-                sims = self.text_vectors[pos] @ self.text_vectors[item]
-                because = [self.titles[pos[j]] for j in np.argsort(-sims)[:2]]
+        for j, item in enumerate(items):
+            because = [self.titles[pos[r]] for r in nearest[:, j]] if nearest is not None else []
             text = f"{self.titles[item]} {texts.get(item, '')}".lower()
             out.append((because, [w for w in profile_words if w not in _STOP and w in text] if texts else []))
         return out
