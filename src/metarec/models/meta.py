@@ -218,12 +218,11 @@ class MetaRecommender(Recommender):
         return float(np.mean(out)) if out else 0.0
 
     # ------------------------------------------------------------------ inference
-    def _net(self, E: torch.Tensor | None = None, b: torch.Tensor | None = None) -> Net:
+    def _net(self) -> Net:
+        """The fitted network over the cached catalogue item table, detached for inference."""
         theta = {k: v.detach() for k, v in self.theta_.items()}
         extra = {k: v.detach() for k, v in self.extra_.items()}
-        E = self.item_E_ if E is None else E
-        b = self.item_b_ if b is None else b
-        return Net(theta, self.lrs_, self._inner(), E, b, extra)
+        return Net(theta, self.lrs_, self._inner(), self.item_E_, self.item_b_, extra)
 
     def _cache_items(self) -> None:
         with torch.no_grad():
