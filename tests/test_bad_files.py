@@ -89,3 +89,26 @@ def test_bad_csv_values(tmp_path, rows, needle):
     out = _run("csv", path)
     assert str(path) in out.replace(" ", "") or "i.csv" in out
     assert needle in out
+
+
+def test_csv_sep_and_encoding(tmp_path):
+    """A semicolon-separated latin-1 file: the defaults fail with a hint, the options read it."""
+    path = tmp_path / "i.csv"
+    rows = ["user_id;item_id;rating;timestamp"] + [f"u{u};Caf\xe9 {i};4;{1_300_000_000 + u * 10 + i}"
+                                                   for u in range(3) for i in range(4)]  # fmt: skip
+    path.write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
+    out = _run("csv", path)
+    assert "not valid utf-8" in out and "--encoding latin-1" in out
+    res = runner.invoke(app, ["data", "info", "csv", "--path", str(path), "--encoding", "latin-1"])
+    assert res.exit_code == 2 and "looks ';'-separated: pass --sep" in " ".join(res.output.split())
+    res = runner.invoke(app, ["data", "info", "csv", "--path", str(path), "--encoding", "latin-1", "--sep", ";"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["interactions"] == 12
+    tsv = tmp_path / "t.txt"
+    tsv.write_text("\n".join(r.replace(";", "\t") for r in rows).replace("\xe9", "e") + "\n")
+    res = runner.invoke(app, ["data", "info", "csv", "--path", str(tsv), "--sep", "\\t"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["data", "info", "csv", "--path", str(tsv), "--encoding", "no-such-codec"])
+    assert res.exit_code == 2 and "unknown encoding" in " ".join(res.output.split())
+    res = runner.invoke(app, ["data", "info", "ml-100k", "--sep", ";"])
+    assert res.exit_code == 2 and "apply to csv" in " ".join(res.output.split())

@@ -46,11 +46,19 @@ def _load_named(
     columns: list[str] | None = None,
     items: str | None = None,
     users: str | None = None,
+    sep: str | None = None,
+    encoding: str | None = None,
 ):
     """A dataset named on the command line, loaded through the same path as a config's [dataset]."""
     from metarec.data.sources import load_dataset
 
     cfg = _dataset_cfg(name, path, meta, columns, items, users)
+    if (sep or encoding) and cfg["source"] not in ("csv",):
+        raise MetarecError(f"--sep and --encoding apply to csv files, not to {name}")
+    if sep:
+        # a shell passes "\t" literally; accept the escapes people type
+        cfg["sep"] = {"\\t": "\t", "tab": "\t"}.get(sep, sep)
+    cfg["encoding"] = encoding
     return load_dataset({k: v for k, v in cfg.items() if v})
 
 
@@ -110,11 +118,13 @@ def data_info(
     items: Annotated[str | None, typer.Option(help="csv/parquet: items file")] = None,
     users: Annotated[str | None, typer.Option(help="csv/parquet: users file")] = None,
     column: Annotated[list[str] | None, typer.Option(help="csv/parquet column map, ours=theirs")] = None,
+    sep: Annotated[str | None, typer.Option(help="csv: column separator, e.g. ';' or '\\t' (default , or tab for .tsv)")] = None,
+    encoding: Annotated[str | None, typer.Option(help="csv: text encoding, e.g. latin-1 (default utf-8)")] = None,
 ) -> None:
     """Load a dataset and print its size, fields and fingerprint."""
 
     try:
-        ds = _load_named(name, path, meta, column, items, users)
+        ds = _load_named(name, path, meta, column, items, users, sep, encoding)
     except MetarecError as exc:
         _fail(exc)
     console.print_json(json.dumps(ds.summary(), default=str))
@@ -128,6 +138,8 @@ def embed(
     items: Annotated[str | None, typer.Option(help="csv/parquet: items file")] = None,
     users: Annotated[str | None, typer.Option(help="csv/parquet: users file")] = None,
     column: Annotated[list[str] | None, typer.Option(help="csv/parquet column map, ours=theirs")] = None,
+    sep: Annotated[str | None, typer.Option(help="csv: column separator, e.g. ';' or '\\t' (default , or tab for .tsv)")] = None,
+    encoding: Annotated[str | None, typer.Option(help="csv: text encoding, e.g. latin-1 (default utf-8)")] = None,
     encoder: Annotated[str, typer.Option(help="sentence-transformers | hf | tfidf")] = "sentence-transformers",
     model: Annotated[str, typer.Option(help="model name or local path")] = "all-MiniLM-L6-v2",
     pooling: Annotated[str, typer.Option(help="hf encoder: mean | max | cls")] = "mean",
@@ -143,7 +155,7 @@ def embed(
     from metarec.text.templates import item_texts, user_texts
 
     try:
-        ds = _load_named(name, path, meta, column, items, users)
+        ds = _load_named(name, path, meta, column, items, users, sep, encoding)
         enc = get_encoder({"encoder": encoder, "model": model, "pooling": pooling, "threads": threads})
         jobs = [("items", template, item_texts(ds, template))]
         if users_template:

@@ -17,7 +17,8 @@ from metarec.errors import DataError
 SPLIT_VALUES = {"train", "valid", "test"}
 
 
-def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, sep: str | None = None, encoding: str = "utf-8") -> pd.DataFrame:
+    """Every cell as a string (ids keep leading zeros); `sep` defaults to tab for .tsv, comma otherwise."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -29,18 +30,28 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
             sep=sep or ("\t" if path.suffix in (".tsv", ".tab") else ","),
             dtype=str,
             keep_default_na=False,
+            encoding=encoding,
         )
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be read as a table ({exc})") from None
+    except LookupError:
+        raise DataError(f"{path}: unknown encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: byte {exc.start} is not valid {encoding} ({exc.reason}); "
+            "pass the file's encoding (--encoding latin-1, or encoding = '...' in [dataset])"
+        ) from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        hint = "" if sep else "; if the columns are not comma-separated, pass --sep (e.g. --sep ';' or --sep '\\t')"
+        raise DataError(f"{path}: cannot be read as a table ({exc}){hint}") from None
 
 
 def _rename(df: pd.DataFrame, mapping: dict[str, str], required: list[str], path: str) -> pd.DataFrame:
     missing = [mapping[k] for k in required if mapping[k] not in df.columns]
     if missing:
-        raise DataError(
-            f"{path}: missing column(s) {missing}; the file has {list(df.columns)}. "
-            "Set the column mapping (e.g. columns = {user = 'uid', item = 'sku'}) in the config or CLI"
-        )
+        only = str(df.columns[0]) if len(df.columns) == 1 else ""
+        seps = [s for s in (";", "\t", "|") if s in only]
+        fix = (f"The header looks {seps[0]!r}-separated: pass --sep (sep = '...' in [dataset])" if seps else
+               "Set the column mapping (e.g. columns = {user = 'uid', item = 'sku'}) in the config or CLI")  # fmt: skip
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(df.columns)}. {fix}")
     return df.rename(columns={v: k for k, v in mapping.items() if v in df.columns})
 
 
@@ -53,6 +64,7 @@ def load(
     user_id_column: str | None = None,
     name: str | None = None,
     sep: str | None = None,
+    encoding: str = "utf-8",
 ) -> Dataset:
     cols = {
         "user": "user_id",
@@ -62,7 +74,7 @@ def load(
         "split": "split",
     }
     cols.update(columns or {})
-    inter = read_table(interactions, sep)
+    inter = read_table(interactions, sep, encoding)
     if inter.empty:
         raise DataError(f"{interactions}: no interactions (the file has a header and no rows, or nothing at all)")
     inter = _rename(inter, cols, ["user", "item"], str(interactions))
@@ -96,11 +108,11 @@ def load(
         raise DataError(f"{interactions}: line {line + 2} has an empty user or item id")
     item_df = user_df = None
     if items is not None:
-        item_df = read_table(items, sep)
+        item_df = read_table(items, sep, encoding)
         key = item_id_column or cols["item"]
         item_df = _rename(item_df, {"item_id": key}, ["item_id"], str(items)).rename(columns={key: "item_id"})
     if users is not None:
-        user_df = read_table(users, sep)
+        user_df = read_table(users, sep, encoding)
         key = user_id_column or cols["user"]
         user_df = _rename(user_df, {"user_id": key}, ["user_id"], str(users)).rename(columns={key: "user_id"})
     return Dataset.from_frames(name or Path(interactions).stem, inter, item_df, user_df, source=str(interactions))
