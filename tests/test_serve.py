@@ -471,3 +471,37 @@ def test_new_items_and_feedback_together_never_deadlock(artifact, db_url):
     assert not any(t.is_alive() for t in threads), "deadlock: threads still waiting after 60 s"
     assert service.index.size == 200 + 18 and len(service.history("mix")[1]) == 18
     service.store.engine.dispose()
+
+
+def test_a_write_extends_the_cached_state_without_rereading_the_history(client):
+    """Regression (issue 10, item 11): each feedback re-read the user's whole history."""
+    from sqlalchemy import event
+
+    service = client.app.state.service
+    client.post("/users", json={"id": "inc"}, headers=AUTH)
+    for j in range(3):
+        events = [{"item": f"i{j * 7 + d}", "kind": "like"} for d in range(3)]
+        assert client.post("/users/inc/interactions", json={"events": events}, headers=AUTH).status_code == 201
+    seen: list[str] = []
+
+    def log(conn, cursor, statement, *args):
+        seen.append(" ".join(statement.split()).lower())
+
+    event.listen(service.store.engine, "before_cursor_execute", log)
+    try:
+        body = {"events": [{"item": "i150", "kind": "rating", "rating": 5}, {"item": "i151", "kind": "dislike"}]}
+        assert client.post("/users/inc/interactions", json=body, headers=AUTH).status_code == 201
+    finally:
+        event.remove(service.store.engine, "before_cursor_execute", log)
+    reads = [q for q in seen if q.startswith("select") and "from interactions" in q]
+    assert reads and all("max(interactions.id)" in q for q in reads), reads  # only the cheap version check
+    cached_state, cached_query = service._state("inc")
+    with service.store.session_scope() as s:
+        fresh_state, fresh_query = service._adapt(s, service._user(s, "inc"))
+    assert cached_state.payload["version"] == fresh_state.payload["version"]
+    assert sorted(cached_state.payload["positives"]) == sorted(fresh_state.payload["positives"])
+    assert (
+        cached_state.payload["seen"] == fresh_state.payload["seen"]
+        and service.item_ids.index("i151") in fresh_state.payload["seen"]
+    )
+    assert np.allclose(cached_query, fresh_query, atol=1e-5)

@@ -11,8 +11,10 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -225,28 +227,40 @@ class RecommenderService:
             missing = sorted(wanted - set(index))
             if missing:
                 raise NotFound(f"unknown item(s) {', '.join(map(repr, missing[:5]))}; add them with POST /items")
+            last = s.scalar(select(func.max(Interaction.id)).where(Interaction.user_id == user.id)) or 0
             rows = [Interaction(user_id=user.id, item_id=index[e["item"]], kind=e["kind"], rating=e.get("rating"))
                     for e in events]  # fmt: skip
             s.add_all(rows)
             s.flush()
             if fail_after_insert:  # test hook: a crash between the writes and the commit
                 raise RuntimeError("injected failure after insert")
-            state = self._adapt(s, user)  # inside the transaction: if adaptation fails, nothing is stored
+            cached = self.states.get(user.id)  # one dict read, no self.lock: see the lock order note in _adapt
+            # the cached state saw exactly the rows up to `last` (the row lock keeps other writers out):
+            # extend it with the new rows instead of re-reading the whole history
+            prior = cached[0].payload if cached is not None and cached[0].payload["version"] == last else None
+            state = self._adapt(s, user, rows, prior)  # in the transaction: if it fails, nothing is stored
         self._remember(external, user.id, state)
         return len(rows)
 
-    def _adapt(self, s: Session, user: User) -> tuple[UserState, np.ndarray]:
-        rows = s.execute(
-            select(Interaction.id, Interaction.item_id, Interaction.kind, Interaction.rating).where(
-                Interaction.user_id == user.id
-            )
-        ).all()
-        positives = [r.item_id for r in rows if r.kind in POSITIVE or (r.kind == "rating" and (r.rating or 0) >= 4)]
-        seen = {r.item_id for r in rows}
-        if user.external_id in self.train_users:
-            train_items = self.model.known_items(self.train_users[user.external_id]).tolist()
-            positives += train_items
-            seen |= set(train_items)
+    def _adapt(self, s: Session, user: User, new: list[Interaction] | None = None, prior: dict | None = None
+               ) -> tuple[UserState, np.ndarray]:  # fmt: skip
+        """Adapt the user on their whole history: read from the database, or, when `prior` (the payload
+        of the state adapted on every row before `new`) is given, that payload plus the `new` rows."""
+        if prior is not None and new:
+            rows: Sequence[Any] = new
+            positives, seen = list(prior["positives"]), set(prior["seen"])  # copies: readers use the old ones
+        else:
+            rows = s.execute(
+                select(Interaction.id, Interaction.item_id, Interaction.kind, Interaction.rating).where(
+                    Interaction.user_id == user.id
+                )
+            ).all()
+            positives, seen = [], set()
+            if user.external_id in self.train_users:
+                train_items = self.model.known_items(self.train_users[user.external_id]).tolist()
+                positives, seen = list(train_items), set(train_items)
+        positives += [r.item_id for r in rows if r.kind in POSITIVE or (r.kind == "rating" and (r.rating or 0) >= 4)]
+        seen |= {r.item_id for r in rows}
         # no self.lock here: callers may hold the store's write lock, and add_items takes the two in the
         # other order (that was a deadlock under mixed load); one attribute read is a consistent snapshot
         snapshot = self.added
@@ -257,7 +271,8 @@ class RecommenderService:
         state = self.model.adapt(support, profile if self.model.reads_profile_text else None, added)
         h = self.model.query_vector(state)[0]
         p = self._profile_vector(profile)
-        version = max((r.id for r in rows), default=0)  # ids only grow: a later state has a larger one
+        # ids only grow: a later state has a larger one
+        version = max((r.id for r in rows), default=prior["version"] if prior is not None else 0)
         state.payload = {"seen": seen, "positives": positives, "profile": profile, "version": version}
         return state, np.concatenate([h, [1.0], p]).astype(np.float32)
 
