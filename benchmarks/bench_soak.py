@@ -58,53 +58,60 @@ def _disk_mb(*paths: Path) -> float:
     return total / 2**20
 
 
+def _request(what: str, rng: random.Random, users: list[str], counter: dict, item_ids: list[str]
+             ) -> tuple[str, str, dict | None, str | None]:  # fmt: skip
+    """(method, path, body, what it adds when acknowledged)."""
+    user = rng.choice(users)
+    if what == "recommend":
+        return "GET", f"/users/{user}/recommendations?k=10", None, None
+    if what == "explain":
+        return "GET", f"/users/{user}/recommendations?k=10&explain=true", None, None
+    if what == "search":
+        return "GET", f"/items?query={rng.choice(QUERIES)}&k=10", None, None
+    if what == "feedback":
+        events = [{"item": rng.choice(item_ids), "kind": rng.choice(["like", "click", "dislike"])}]
+        return "POST", f"/users/{user}/interactions", {"events": events}, "interactions"
+    if what == "new_item":
+        counter["item"] += 1
+        item = {"id": f"soak-{counter['item']}", "title": f"{rng.choice(QUERIES)} {counter['item']}",
+                "fields": {"genres": rng.choice(["space", "love", "war"])}}  # fmt: skip
+        return "POST", "/items", {"items": [item]}, "items"
+    counter["user"] += 1  # the id joins `users` once the server has acknowledged it
+    return "POST", "/users", {"id": f"s{counter['user']}", "profile_text": rng.choice(QUERIES)}, "users"
+
+
 async def soak(base: str, item_ids: list[str], minutes: float, clients: int, watch: dict) -> dict:
     rng = random.Random(0)
     t0 = time.perf_counter()
     end = t0 + 60 * minutes
     lat: dict[tuple[int, str], list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
+    failures: list[dict] = []  # what each failed request got back (the first 50)
     acked = {"interactions": 0, "users": 0, "items": 0}
     users = [f"s{u}" for u in range(50)]
     kinds, weights = zip(*MIX, strict=True)
     counter = {"user": 50, "item": 0}
 
-    def request(what: str) -> tuple[str, str, dict | None, str | None]:
-        """(method, path, body, what it adds when acknowledged)."""
-        user = rng.choice(users)
-        if what == "recommend":
-            return "GET", f"/users/{user}/recommendations?k=10", None, None
-        if what == "explain":
-            return "GET", f"/users/{user}/recommendations?k=10&explain=true", None, None
-        if what == "search":
-            return "GET", f"/items?query={rng.choice(QUERIES)}&k=10", None, None
-        if what == "feedback":
-            events = [{"item": rng.choice(item_ids), "kind": rng.choice(["like", "click", "dislike"])}]
-            return "POST", f"/users/{user}/interactions", {"events": events}, "interactions"
-        if what == "new_item":
-            counter["item"] += 1
-            item = {"id": f"soak-{counter['item']}", "title": f"{rng.choice(QUERIES)} {counter['item']}",
-                    "fields": {"genres": rng.choice(["space", "love", "war"])}}  # fmt: skip
-            return "POST", "/items", {"items": [item]}, "items"
-        counter["user"] += 1
-        users.append(f"s{counter['user']}")
-        return "POST", "/users", {"id": f"s{counter['user']}", "profile_text": rng.choice(QUERIES)}, "users"
-
     async def worker(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < end:
             what = rng.choices(kinds, weights)[0]
-            method, path, body, adds = request(what)
+            method, path, body, adds = _request(what, rng, users, counter, item_ids)
             t = time.perf_counter()
             try:
                 r = await client.request(method, path, json=body)
-                ok = r.status_code < 400
-            except httpx.HTTPError:
-                ok = False
+                failure = f"{r.status_code} {r.text[:200]}" if r.status_code >= 400 else None
+            except httpx.HTTPError as exc:
+                failure = f"{type(exc).__name__}: {exc}"
             lat[(int((t - t0) // 60), what)].append((time.perf_counter() - t) * 1e3)
-            if not ok:
+            if failure is not None:
                 errors[what] += 1
+                if len(failures) < 50:
+                    failures.append({"endpoint": what, "method": method, "path": path, "failure": failure,
+                                     "second": round(t - t0, 1)})  # fmt: skip
             elif adds:
                 acked[adds] += 1
+                if adds == "users" and body is not None:
+                    users.append(body["id"])
 
     async def monitor() -> None:
         while time.perf_counter() < end:
@@ -119,7 +126,7 @@ async def soak(base: str, item_ids: list[str], minutes: float, clients: int, wat
     for (minute, what), values in sorted(lat.items()):
         per_minute[what].append({"minute": minute, "n": len(values), "p50_ms": float(np.percentile(values, 50)),
                                  "p99_ms": float(np.percentile(values, 99))})  # fmt: skip
-    return {"per_minute": per_minute, "errors": dict(errors), "acknowledged": acked}
+    return {"per_minute": per_minute, "errors": dict(errors), "failures": failures, "acknowledged": acked}
 
 
 def run(name: str, minutes: float, clients: int, work: Path) -> dict:
@@ -165,7 +172,10 @@ def markdown(runs: list[dict], versions: dict) -> str:
                f"(rows {r['db_rows']}, expected {r['expected_rows']})",
                "- last-minute / first-minute p99: "
                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["last_over_first_minute_p99"].items())),
-               f"- RSS growth over the last 5 minutes: {100 * r['rss_growth_last_5_min']:.1f}%", "",
+               f"- RSS growth over the last 5 minutes: {100 * r['rss_growth_last_5_min']:.1f}%",
+               *[f"- failed: {f['method']} {f['path']} at {f['second']} s -> {f['failure']}"
+                 for f in r["failures"][:10]],
+               "",
                "| minute | RSS MiB | open fds | DB MiB | embedding cache MiB |", "|---|---|---|---|---|"]  # fmt: skip
         md += [f"| {m['minute']} | {m['rss_mb']:.0f} | {m['open_fds']} | {m['db_mb']:.2f} | {m['cache_mb']:.2f} |"
                for m in r["monitor"]]  # fmt: skip

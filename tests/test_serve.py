@@ -505,3 +505,18 @@ def test_a_write_extends_the_cached_state_without_rereading_the_history(client):
         and service.item_ids.index("i151") in fresh_state.payload["seen"]
     )
     assert np.allclose(cached_query, fresh_query, atol=1e-5)
+
+
+def test_row_buffer_appends_without_copying_the_matrix_each_time():
+    from metarec.serve.index import RowBuffer
+
+    buf = RowBuffer(np.arange(6, dtype=np.float32).reshape(3, 2))
+    before = buf.view
+    grown = 0
+    for j in range(1000):
+        base = buf._buf
+        buf.append(np.full((1, 2), j, np.float32))
+        grown += buf._buf is not base
+    assert len(buf) == 1003 and buf.view[-1, 0] == 999 and buf.view[2, 1] == 5
+    assert grown <= 12  # a quarter more each time: logarithmically many copies, not one per row
+    assert before.tolist() == [[0, 1], [2, 3], [4, 5]]  # a reader's earlier view is untouched

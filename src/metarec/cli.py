@@ -118,7 +118,7 @@ def data_info(
     items: Annotated[str | None, typer.Option(help="csv/parquet: items file")] = None,
     users: Annotated[str | None, typer.Option(help="csv/parquet: users file")] = None,
     column: Annotated[list[str] | None, typer.Option(help="csv/parquet column map, ours=theirs")] = None,
-    sep: Annotated[str | None, typer.Option(help="csv: column separator, e.g. ';' or '\\t' (default , or tab for .tsv)")] = None,
+    sep: Annotated[str | None, typer.Option(help="csv: column separator, e.g. ';' or '\\t'")] = None,
     encoding: Annotated[str | None, typer.Option(help="csv: text encoding, e.g. latin-1 (default utf-8)")] = None,
 ) -> None:
     """Load a dataset and print its size, fields and fingerprint."""
@@ -138,7 +138,7 @@ def embed(
     items: Annotated[str | None, typer.Option(help="csv/parquet: items file")] = None,
     users: Annotated[str | None, typer.Option(help="csv/parquet: users file")] = None,
     column: Annotated[list[str] | None, typer.Option(help="csv/parquet column map, ours=theirs")] = None,
-    sep: Annotated[str | None, typer.Option(help="csv: column separator, e.g. ';' or '\\t' (default , or tab for .tsv)")] = None,
+    sep: Annotated[str | None, typer.Option(help="csv: column separator, e.g. ';' or '\\t'")] = None,
     encoding: Annotated[str | None, typer.Option(help="csv: text encoding, e.g. latin-1 (default utf-8)")] = None,
     encoder: Annotated[str, typer.Option(help="sentence-transformers | hf | tfidf")] = "sentence-transformers",
     model: Annotated[str, typer.Option(help="model name or local path")] = "all-MiniLM-L6-v2",

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from metarec.errors import MetarecError
 from metarec.models.base import Servable, UserState
 from metarec.models.io import load_model
-from metarec.serve.index import ItemIndex
+from metarec.serve.index import ItemIndex, RowBuffer
 from metarec.serve.storage import Interaction, Item, ServiceMeta, Store, User, display_url
 
 POSITIVE = {"click", "like"}
@@ -70,18 +70,27 @@ class RecommenderService:
         self.item_ids: list[str] = list(info["item_ids"])
         self.titles: list[str] = list(info.get("item_titles") or self.item_ids)
         self.train_users = {u: i for i, u in enumerate(info["user_ids"])}
-        self.text_vectors = text
+        self._text_rows = RowBuffer(text)
         E, b = self.model.item_vectors()
         self._seed_items()
         self.index = ItemIndex(self._index_rows(E, b, text), exact_below=exact_below)
         # (E, b) of items added after training, in id order from n_items_: they can enter a user's support
         # replaced as one tuple, never mutated: readers take a consistent snapshot without a lock
-        self.added: tuple[np.ndarray, np.ndarray] = (np.zeros((0, E.shape[1]), np.float32), np.zeros(0, np.float32))
+        self._added_E, self._added_b = (
+            RowBuffer(np.zeros((0, E.shape[1]), np.float32)),
+            RowBuffer(np.zeros(0, np.float32)),
+        )
+        self.added: tuple[np.ndarray, np.ndarray] = (self._added_E.view, self._added_b.view)
         self.text_index = ItemIndex(text, exact_below=exact_below)
         self._load_added_items()
         self.states: dict[int, tuple[UserState, np.ndarray]] = {}  # user id -> (state, query vector)
         self.user_index: dict[str, int] = {}  # external -> database id (ids never change once created)
         self.profiles: dict[str, np.ndarray] = {}  # profile text -> its vector
+
+    @property
+    def text_vectors(self) -> np.ndarray:
+        """The LLM text vectors of every item, trained and added, in id order."""
+        return self._text_rows.view
 
     # ------------------------------------------------------------------ catalogue
     def _index_rows(self, E: np.ndarray, b: np.ndarray, text: np.ndarray) -> np.ndarray:
@@ -153,10 +162,9 @@ class RecommenderService:
             if ids[0] != len(self.item_ids):
                 raise MetarecError("item ids out of step with the index; restart the service")
             self.index.add(self._index_rows(E, b, vec))
-            self.added = (np.vstack([self.added[0], E]).astype(np.float32),
-                          np.concatenate([self.added[1], b]).astype(np.float32))  # fmt: skip
+            self.added = (self._added_E.append(E.astype(np.float32)), self._added_b.append(b.astype(np.float32)))
             self.text_index.add(search)
-            self.text_vectors = np.vstack([self.text_vectors, vec])
+            self._text_rows.append(vec)
             self.item_ids.extend(external)
             self.titles.extend(titles)
 

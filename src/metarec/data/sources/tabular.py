@@ -33,7 +33,9 @@ def read_table(path: str | Path, sep: str | None = None, encoding: str = "utf-8"
             encoding=encoding,
         )
     except LookupError:
-        raise DataError(f"{path}: unknown encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
+        raise DataError(
+            f"{path}: unknown encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1"
+        ) from None
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path}: byte {exc.start} is not valid {encoding} ({exc.reason}); "
