@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# before anything imports huggingface_hub, which reads it once at import: tests never reach for the
+# network (a monkeypatched variable came too late and cost 70 s of retries)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 

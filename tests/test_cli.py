@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from metarec.cli import app
 from metarec.config import load_config
+from metarec.data.sources import synthetic
 from metarec.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +97,7 @@ def test_train_writes_an_artifact_that_evaluate_and_python_load(tmp_path):
     assert res.exit_code == 0, res.output
     assert "best meta-valid NDCG@10" in res.output
     assert (out / "model.safetensors").exists() and not list(out.glob("*.pkl"))
+    # scoring the artefact on users it trained on is refused (it would be a test leak) ...
     cfg = tmp_path / "eval.toml"
     cfg.write_text(
         '[dataset]\nsource = "synthetic"\nn_users = 300\nn_items = 200\nseed = 0\n'
@@ -103,9 +105,28 @@ def test_train_writes_an_artifact_that_evaluate_and_python_load(tmp_path):
         f'[models.trained]\ntype = "meta"\nartifact = "{out}"\n'
     )
     res = runner.invoke(app, ["evaluate", "-c", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert res.exit_code == 2 and "scores there would be inflated" in " ".join(res.output.split()), res.output
+    # ... and on new users of the same catalogue (same planted structure) it is scored and beats chance
+    ds = synthetic.make(n_users=300, n_items=200, seed=0)
+    fresh = synthetic.make(n_users=500, n_items=200, seed=0)
+    assert fresh.items.equals(ds.items)  # the catalogue does not depend on the number of users
+    inter = fresh.interactions.assign(
+        user_id="new-" + fresh.users["user_id"].to_numpy()[fresh.interactions["user"]],
+        item_id=fresh.items["item_id"].to_numpy()[fresh.interactions["item"]],
+    )
+    inter[["user_id", "item_id", "rating", "timestamp"]].to_csv(tmp_path / "new.csv", index=False)
+    fresh.items.to_csv(tmp_path / "items.csv", index=False)
+    cfg.write_text(
+        f'[dataset]\nsource = "csv"\ninteractions = "{tmp_path / "new.csv"}"\nitems = "{tmp_path / "items.csv"}"\n'
+        "[protocols.cold-user]\nshots = [5]\nn_folds = 2\n[evaluation]\nks = [10]\n"
+        f'[models.random]\n[models.trained]\ntype = "meta"\nartifact = "{out}"\n'
+    )
+    res = runner.invoke(app, ["evaluate", "-c", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
     assert res.exit_code == 0, res.output
     (run,) = (tmp_path / "runs").iterdir()
-    assert "trained" in json.loads((run / "results.json").read_text())["results"]["warm"]
+    scores = json.loads((run / "results.json").read_text())["results"]["cold-user@5"]
+    ndcg = {m: scores[m]["metrics"]["ndcg@10"]["mean"] for m in ("trained", "random")}
+    assert ndcg["trained"] > 2 * ndcg["random"], ndcg
     # any registered model is an artefact; a one-off recommendation reads it back
     als = tmp_path / "als"
     res = runner.invoke(app, ["train", "-c", str(ROOT / "configs/synthetic.toml"), "--model", "als", "--out", str(als)])

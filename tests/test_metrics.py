@@ -48,6 +48,22 @@ def test_topk_orders_best_first():
     assert M.topk(s, 10).shape == (2, 4)
 
 
+def test_auc_counts_ties_as_half_like_sklearn():
+    """Regression (issue 11): ties were broken by position (0.625 where sklearn gives 0.375)."""
+    scores = np.array([[0.5, 0.5, 0.2, 0.9, 0.5, 0.5]])
+    rel = np.array([[True, False, True, False, False, True]])
+    valid = np.ones_like(rel)
+    assert M.auc(scores, rel, valid)[0] == pytest.approx(roc_auc_score(rel[0], scores[0]))
+    rng = np.random.default_rng(4)
+    coarse = rng.integers(0, 3, size=(40, 30)).astype(float)  # many ties
+    r = rng.random((40, 30)) < 0.3
+    v = rng.random((40, 30)) > 0.1
+    ours = M.auc(coarse, r, v)
+    for u in range(40):
+        if 0 < (r[u] & v[u])[v[u]].sum() < v[u].sum():
+            assert ours[u] == pytest.approx(roc_auc_score((r[u] & v[u])[v[u]], coarse[u][v[u]]))
+
+
 def test_auc_matches_sklearn_with_excluded_items():
     scores, rel = _random_case(3)
     rng = np.random.default_rng(9)
@@ -89,3 +105,21 @@ def test_paired_bootstrap_detects_a_real_difference_and_not_a_null_one():
     assert same.low < 0 < same.high
     with pytest.raises(ValueError):
         paired_bootstrap(base, base[:-1])
+
+
+def test_graded_ndcg_matches_sklearn_within_each_users_candidates():
+    from sklearn.metrics import ndcg_score
+
+    rng = np.random.default_rng(11)
+    scores = rng.random((30, 25))
+    gains = rng.integers(0, 6, size=(30, 25)).astype(float)
+    cand = rng.random((30, 25)) < 0.4
+    ours = M.graded_ndcg(scores, gains, cand, [1, 3, 5])
+    for k in (1, 3, 5):
+        for u in range(30):
+            c = cand[u]
+            if gains[u][c].sum() == 0:
+                assert np.isnan(ours[k][u])
+            elif c.sum() > 1:
+                want = ndcg_score(gains[u][c][None], scores[u][c][None], k=k)
+                assert ours[k][u] == pytest.approx(want), (k, u)

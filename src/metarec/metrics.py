@@ -48,18 +48,35 @@ def ranking_metrics(hits: np.ndarray, n_rel: np.ndarray, ks: list[int]) -> dict[
 
 
 def auc(scores: np.ndarray, relevant: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per-user ROC AUC over the valid (unseen, candidate) items: P(score(pos) > score(neg))."""
-    s = np.where(valid, scores, -np.inf)
-    order = np.argsort(-s, axis=1, kind="stable")
-    rel_sorted = np.take_along_axis(relevant & valid, order, axis=1)
-    n_pos = rel_sorted.sum(axis=1)
+    """Per-user ROC AUC over the valid (unseen, candidate) items: P(score(pos) > score(neg)), a tie
+    counting one half (Mann-Whitney U from average ranks, as sklearn's roc_auc_score)."""
+    from scipy.stats import rankdata
+
+    # invalid items rank strictly below every valid one (a valid -inf is lifted to the lowest finite)
+    s = np.where(valid, np.maximum(np.asarray(scores, np.float64), np.finfo(np.float64).min), -np.inf)
+    ranks = rankdata(s, method="average", axis=1) - (~valid).sum(axis=1, keepdims=True)
+    pos = relevant & valid
+    n_pos = pos.sum(axis=1)
     n_neg = valid.sum(axis=1) - n_pos
-    # negatives ranked above each positive = rank - positives above it
-    neg_above = np.cumsum(~rel_sorted, axis=1)
-    wrong = (neg_above * rel_sorted).sum(axis=1)
-    # invalid items sort last, so they never count as negatives above a positive
-    denom = n_pos * n_neg
-    return np.divide(denom - wrong, denom, out=np.full(len(s), np.nan), where=denom > 0)
+    u_stat = (ranks * pos).sum(axis=1) - n_pos * (n_pos + 1) / 2.0
+    denom = (n_pos * n_neg).astype(np.float64)
+    return np.divide(u_stat, denom, out=np.full(len(s), np.nan), where=denom > 0)
+
+
+def graded_ndcg(scores: np.ndarray, gains: np.ndarray, candidates: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
+    """Per-user NDCG@k with graded gains (e.g. ratings, linear) over each user's own candidate set
+    (MeLU's query set): DCG of the top k candidates by score / DCG of the best order; NaN when a
+    user's candidates have no gain. Matches sklearn's ndcg_score on untied scores."""
+    ranked = np.where(candidates, scores, -np.inf)
+    g = np.where(candidates, gains, 0.0).astype(np.float64)
+    out = {}
+    for k in ks:
+        top = topk(ranked, k)
+        disc = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+        dcg = (np.take_along_axis(g, top, axis=1) * disc).sum(1)
+        ideal = (-np.sort(-g, axis=1)[:, : top.shape[1]] * disc).sum(1)
+        out[k] = np.divide(dcg, ideal, out=np.full(len(g), np.nan), where=ideal > 0)
+    return out
 
 
 def coverage(recommended_counts: np.ndarray, n_candidates: int) -> float:

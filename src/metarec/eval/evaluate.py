@@ -8,6 +8,7 @@ catalogue of any size is evaluated in the same memory.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,7 +55,7 @@ def evaluate_task(
     if task.cold_users and not model.supports_cold_users:
         return TaskResult(name, task, skipped="cannot fold in unseen users")
     if task.explicit:
-        return _evaluate_explicit(model, task, name, chunk_elements)
+        return _evaluate_explicit(model, task, name, chunk_elements, ks)
     t0 = time.perf_counter()
     cand = task.candidates
     n_cand = task.n_items if cand is None else len(cand)
@@ -99,7 +100,7 @@ def evaluate_task(
 
 
 def _evaluate_explicit(model: Recommender, task: EvalTask, name: str, chunk_elements: int,
-                       ks: tuple[int, ...] = (1, 3)) -> TaskResult:  # fmt: skip
+                       ks: Sequence[int] = (1, 3)) -> TaskResult:  # fmt: skip
     """MeLU's protocol: order each user's query items by score (nDCG@k, ratings as linear gains),
     and for models that predict ratings, MAE and RMSE over the query ratings."""
     t0 = time.perf_counter()
@@ -114,16 +115,8 @@ def _evaluate_explicit(model: Recommender, task: EvalTask, name: str, chunk_elem
         scores = np.asarray(model.score_state(state), dtype=np.float64)
         r = truth[sl].toarray().astype(np.float64)
         q = r > 0
-        ranked = np.where(q, scores, -np.inf)
-        for k in ks:
-            top = M.topk(ranked, k)
-            gains = np.take_along_axis(r, top, axis=1)
-            disc = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
-            ideal = (-np.sort(-r, axis=1)[:, :k] * disc).sum(1)
-            dcg = (gains * disc).sum(1)
-            parts.setdefault(f"ndcg@{k}", []).append(
-                np.divide(dcg, ideal, out=np.full(len(r), np.nan), where=ideal > 0)
-            )
+        for k, v in M.graded_ndcg(scores, r, q, list(ks)).items():
+            parts.setdefault(f"ndcg@{k}", []).append(v)
         if rates:
             err = np.where(q, scores - r, 0.0)
             n = np.maximum(q.sum(1), 1)

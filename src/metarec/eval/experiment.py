@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from metarec.data.schema import Dataset
 from metarec.data.sources import load_dataset
-from metarec.data.splits import make_folds
+from metarec.data.splits import Fold, make_folds
 from metarec.errors import ConfigError
 from metarec.eval.evaluate import TaskResult, evaluate_task
 from metarec.eval.stats import mean_ci, paired_bootstrap
@@ -123,13 +123,29 @@ class ExperimentResult:
         return out
 
 
-def _load_artifact(path: str, ds: Dataset) -> Recommender:
+def _load_artifact(path: str, ds: Dataset) -> tuple[Recommender, set[str]]:
+    """The model and the ids of the users it was trained on."""
     from metarec.models.io import load_model
 
     model, info = load_model(path)
     if info["item_ids"] != ds.items["item_id"].tolist():
         raise ConfigError(f"artifact {path} was trained on another item catalogue than {ds.name}")
-    return model
+    return model, set(info["user_ids"])
+
+
+def _check_unseen(path: str, trained_on: set[str], ds: Dataset, fold: Fold) -> None:
+    """An artefact is scored as is, so it must never have trained on a test user: its numbers on
+    them would be inflated (a warm protocol always fails this, as the artefact saw the test rows)."""
+    ids = ds.users["user_id"].to_numpy()
+    for task in fold.tasks:
+        seen = [u for u in ids[task.users] if u in trained_on]
+        if seen:
+            raise ConfigError(
+                f"artifact {path} was trained on {len(seen):,} of the {len(task.users):,} test users of "
+                f"{task.protocol} fold {fold.fold} (e.g. {seen[0]!r}), so its scores there would be inflated. "
+                "Evaluate it on users it never saw (a cold-user protocol on another file of users), "
+                "or let evaluate train the model per fold (drop `artifact`)"
+            )
 
 
 def _progress() -> Progress:
@@ -166,7 +182,7 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
     metric_names = tuple(ev["metrics"])
     cells: dict[tuple[str, int | None, str], Cell] = {}
     models_cfg = cfg["models"]
-    artifacts: dict[str, Recommender] = {}
+    artifacts: dict[str, tuple[Recommender, set[str]]] = {}
     with _progress() as bar:
         task_id = bar.add_task("evaluating", total=None, visible=progress)
         for protocol, params in cfg["protocols"].items():
@@ -192,7 +208,8 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                         # a trained artefact is scored as is: it must not have seen this split's test users
                         if mcfg["artifact"] not in artifacts:  # loaded once, scored on every fold
                             artifacts[mcfg["artifact"]] = _load_artifact(mcfg["artifact"], ds)
-                        model = artifacts[mcfg["artifact"]]
+                        model, trained_on = artifacts[mcfg["artifact"]]
+                        _check_unseen(mcfg["artifact"], trained_on, ds, fold)
                     else:
                         model = build_model(kind, mcfg, seed=seed + fold.fold)
                         model.fit(fold.train, valid=fold.valid, revealed=fold.revealed)
