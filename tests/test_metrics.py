@@ -123,3 +123,18 @@ def test_graded_ndcg_matches_sklearn_within_each_users_candidates():
             elif c.sum() > 1:
                 want = ndcg_score(gains[u][c][None], scores[u][c][None], k=k)
                 assert ours[k][u] == pytest.approx(want), (k, u)
+
+
+def test_gini_and_tail_share():
+    rng = np.random.default_rng(2)
+    counts = rng.integers(0, 50, size=40).astype(float)
+    # the mean-absolute-difference definition, computed the slow way
+    mad = np.abs(counts[:, None] - counts[None, :]).mean()
+    assert M.gini(counts) == pytest.approx(mad / (2 * counts.mean()))
+    assert M.gini(np.full(10, 3.0)) == pytest.approx(0.0)
+    assert M.gini(np.r_[np.zeros(9), 5.0]) == pytest.approx(0.9)  # one item takes every slot: (n - 1) / n
+    pop = np.array([100, 1, 50, 2, 3, 80, 0, 4, 5, 6])
+    tail = M.tail_items(pop)  # the two most popular of ten are the head
+    assert tail.tolist() == [False, True, True, True, True, False, True, True, True, True]
+    top = np.array([[0, 5, 1], [6, 7, 8]])
+    assert M.tail_share(top, tail).tolist() == pytest.approx([1 / 3, 1.0])

@@ -374,9 +374,21 @@ class EvaluationConfig(_Section):
 
     ks: Annotated[list[Annotated[int, Field(strict=True, ge=1)]], Field(min_length=1)] = [5, 10, 20]
     metrics: list[str] = Field(
-        default_factory=lambda: ["precision", "recall", "f1", "ndcg", "hr", "mrr", "map", "auc", "coverage", "novelty"]
+        default_factory=lambda: ["precision", "recall", "f1", "ndcg", "hr", "mrr", "map", "auc", "coverage", "gini",
+                                 "novelty", "tail"]
     )
     main_metric: str = "ndcg@10"
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        from metarec.eval.evaluate import DEFAULT_METRICS
+
+        for name in v:
+            if name not in DEFAULT_METRICS:
+                raise PydanticCustomError("unknown_name", f"unknown metric '{name}'; {_suggest(name, DEFAULT_METRICS)}")
+        return v
+
     report_metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "recall@10", "hr@10"])
     compare_to: str | list[str] | None = "popularity"
     compare_to_best: list[str] = Field(default_factory=list)  # per cell, compare every model with the best of these

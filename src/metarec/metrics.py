@@ -84,6 +84,30 @@ def coverage(recommended_counts: np.ndarray, n_candidates: int) -> float:
     return float((recommended_counts > 0).sum() / max(1, n_candidates))
 
 
+def gini(recommended_counts: np.ndarray) -> float:
+    """Gini index of how often each candidate is recommended: 0 = every item equally often,
+    1 = one item takes every slot (sorted-values formula of the Lorenz curve)."""
+    x = np.sort(np.asarray(recommended_counts, dtype=np.float64))
+    n, total = len(x), x.sum()
+    if n == 0 or total == 0:
+        return float("nan")
+    return float(((2 * np.arange(1, n + 1) - n - 1) * x).sum() / (n * total))
+
+
+def tail_items(item_popularity: np.ndarray, head_share: float = 0.2) -> np.ndarray:
+    """Boolean mask of the long tail: every item outside the `head_share` most popular ones (by
+    training interactions; the 20 % short head of the Pareto convention)."""
+    n_head = int(np.ceil(head_share * len(item_popularity)))
+    tail = np.ones(len(item_popularity), bool)
+    tail[np.argsort(-item_popularity, kind="stable")[:n_head]] = False
+    return tail
+
+
+def tail_share(top: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    """Per user, the share of the recommended items that come from the long tail."""
+    return tail[top].mean(axis=1)
+
+
 def novelty(top: np.ndarray, item_popularity: np.ndarray, n_users: int) -> np.ndarray:
     """Mean self-information -log2 p(i) of recommended items, p from training users (add-one)."""
     p = (item_popularity[top] + 1.0) / (n_users + 1.0)

@@ -17,7 +17,7 @@ from metarec import metrics as M
 from metarec.data.splits import EvalTask
 from metarec.models.base import Recommender
 
-DEFAULT_METRICS = (*M.RANKING, "auc", "coverage", "novelty")
+DEFAULT_METRICS = (*M.RANKING, "auc", "coverage", "gini", "novelty", "tail")
 
 
 @dataclass
@@ -72,6 +72,7 @@ def evaluate_task(
     pop_cand = pop if cand is None else pop[cand]
     perm = np.random.default_rng(seed).permutation(n_cand)  # ranking happens in this column order
     pop_cand = pop_cand[perm]
+    tail = M.tail_items(pop_cand)
     for start in range(0, len(task.users), rows):
         sl = slice(start, start + rows)
         state = model.fold_in(history[sl], task.users[sl], known=not task.cold_users)
@@ -89,6 +90,9 @@ def evaluate_task(
         if "novelty" in metrics:
             for k in ks:
                 res[f"novelty@{k}"] = M.novelty(top[:, :k], pop_cand, n_train_users)
+        if "tail" in metrics:
+            for k in ks:
+                res[f"tail@{k}"] = M.tail_share(top[:, :k], tail)
         for key, val in res.items():
             if key.split("@")[0] in metrics:
                 parts.setdefault(key, []).append(val)
@@ -96,6 +100,8 @@ def evaluate_task(
             np.add.at(rec_counts[k], top[:, :k].ravel(), 1)
     per_user = {k: np.concatenate(v) for k, v in parts.items()}
     aggregate = {f"coverage@{k}": M.coverage(rec_counts[k], n_cand) for k in ks} if "coverage" in metrics else {}
+    if "gini" in metrics:
+        aggregate.update({f"gini@{k}": M.gini(rec_counts[k]) for k in ks})
     return TaskResult(name, task, per_user, aggregate, seconds=time.perf_counter() - t0)
 
 

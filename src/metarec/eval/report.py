@@ -89,6 +89,27 @@ def print_tables(result: ExperimentResult, console: Console | None = None) -> No
         )
 
 
+def beyond_accuracy(summary: dict[str, Any], main_metric: str) -> list[str]:
+    """Markdown lines: per protocol, how widely and how far into the tail each model recommends, at the
+    main metric's cut-off (catalogue coverage, Gini of exposure, novelty in bits, long-tail share)."""
+    k = main_metric.split("@")[1] if "@" in main_metric else "10"
+    names = [f"coverage@{k}", f"gini@{k}", f"novelty@{k}", f"tail@{k}"]
+    out = [f"## Beyond accuracy (@{k})", "",
+           "Coverage: share of the candidates recommended to anyone; Gini: inequality of exposure (0 = even); "
+           "novelty: mean -log2 popularity; tail: share of recommended items outside the 20% most popular.",
+           ""]  # fmt: skip
+    for lab, cells in summary.items():
+        rows = [["model", *names]]
+        for model, e in cells.items():
+            if "skipped" in e:
+                continue
+            vals = {**{m: v["mean"] for m, v in e.get("metrics", {}).items()}, **e.get("aggregate", {})}
+            rows.append([model, *(f"{vals[n]:.4f}" if n in vals else "n/a" for n in names)])
+        if len(rows) > 1 and any(r[1:] != ["n/a"] * 4 for r in rows[1:]):
+            out += [f"### {lab}", "", _md(rows), ""]
+    return out if len(out) > 4 else []
+
+
 def markdown(result: ExperimentResult) -> str:
     summary = result.summary()
     cfg = result.config
@@ -103,6 +124,7 @@ def markdown(result: ExperimentResult) -> str:
     ]
     for metric in cfg["evaluation"]["report_metrics"]:
         parts += [f"## {metric}", "", _md(metric_table(summary, metric)), ""]
+    parts += beyond_accuracy(summary, cfg["evaluation"]["main_metric"])
     refs = cfg["evaluation"].get("compare_to") or []
     refs = [refs] if isinstance(refs, str) else list(refs)
     main = cfg["evaluation"]["main_metric"]
