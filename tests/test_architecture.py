@@ -40,6 +40,7 @@ FAST = {
     "itemknn": {"neighbours": 50},
     "content": {"item_template": "{title}. {description}"},
     "meta": {"epochs": 2, "dim": 16, "item_features": TEXT_ID},
+    "rerank": {"base": {"type": "als", "factors": 16, "iterations": 5}, "weight": 0.5},
 }
 
 

@@ -98,3 +98,29 @@ def test_adapt_validates_item_ids(synth):
     m = build_model("popularity").fit(synth)
     with pytest.raises(Exception, match="outside"):
         m.adapt(pd.DataFrame({"item": [synth.n_items + 5]}))
+
+
+def test_tail_rerank_trades_a_little_accuracy_for_the_long_tail(synth):
+    """Popularity recommends only the short head; xQuAD brings each user's appetite for the tail in."""
+    from metarec import metrics as M
+
+    fold = warm(synth)
+    task = fold.tasks[0]
+    pop = np.bincount(fold.train.interactions["item"].to_numpy(), minlength=synth.n_items)
+    base = build_model("popularity").fit(fold.train)
+    model = build_model("rerank", {"base": {"type": "popularity"}, "weight": 0.0}).fit(fold.train)
+    state = model.fold_in(task.history, task.users)
+    s0 = model.score_state(state)
+    seen = task.history.toarray() > 0
+    ranked = lambda s: M.topk(np.where(seen, -np.inf, s), 10)  # noqa: E731
+    assert (ranked(s0) == ranked(base.score_state(base.fold_in(task.history, task.users)))).all()
+    metrics = ("ndcg", "coverage", "tail")
+    before = evaluate_task(model, task, [10], metrics, pop, synth.n_users)
+    model.set_params(weight=0.6)
+    after = evaluate_task(model, task, [10], metrics, pop, synth.n_users)
+    assert after.per_user["tail@10"].mean() > before.per_user["tail@10"].mean() + 0.2
+    assert after.aggregate["coverage@10"] > before.aggregate["coverage@10"]
+    top = ranked(model.score_state(state))
+    assert not np.take_along_axis(seen, top, axis=1).any()  # the list never spends a slot on a seen item
+    with pytest.raises(ConfigError, match="weight"):
+        build_model("rerank", {"base": {"type": "popularity"}, "weight": 2.0}).fit(fold.train)

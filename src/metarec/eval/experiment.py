@@ -200,6 +200,8 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                     kind = mcfg.pop("type", display)
                     if kind in TEXT_MODELS:
                         mcfg["text"] = {**cfg["text"], **mcfg.get("text", {})}
+                    if kind == "rerank" and (mcfg.get("base") or {}).get("type") in TEXT_MODELS:  # the wrapped model
+                        mcfg["base"] = {**mcfg["base"], "text": {**cfg["text"], **mcfg["base"].get("text", {})}}
                     if cfg.get("num_threads") and kind in ("itemknn", "als", "bpr"):
                         mcfg.setdefault("num_threads", cfg["num_threads"])
                     bar.update(task_id, description=f"{protocol} fold {fold.fold}: {display}")

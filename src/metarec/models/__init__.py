@@ -16,6 +16,7 @@ from metarec.models.baselines import (
 )
 from metarec.models.content import ContentKNNRecommender
 from metarec.models.meta import MetaRecommender
+from metarec.models.rerank import TailRerankRecommender
 
 REGISTRY: dict[str, type[Recommender]] = {
     "random": RandomRecommender,
@@ -26,6 +27,7 @@ REGISTRY: dict[str, type[Recommender]] = {
     "bpr": BPRRecommender,
     "content": ContentKNNRecommender,
     "meta": MetaRecommender,
+    "rerank": TailRerankRecommender,
 }
 #: models that read item / user text; the experiment hands them the config's [text] table
 TEXT_MODELS = {"content", "meta"}
