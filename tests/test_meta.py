@@ -212,3 +212,40 @@ def test_tfidf_text_source_trains_but_refuses_to_be_saved(fold, tmp_path):
         save_model(m, tmp_path / "m", fold.train)
     with pytest.raises(ConfigError, match="did you mean 'encoder'"):
         build_model("meta", {"item_features": {"text": {"text": {"encodr": "tfidf"}}}})
+
+
+def test_set_encoder_start_reads_the_support_and_fades_the_profile():
+    from metarec.meta.scorer import init_set_encoder, start_vector
+
+    torch.manual_seed(0)
+    theta = {**init_params(20, 6, {"text": 8}, {"demo": 3}, 0, 0), **init_set_encoder(6)}
+    theta["set_W"] = torch.eye(6)
+    E = torch.randn(20, 6)
+    feats = {"demo": torch.randn(2, 3)}
+    sup = torch.zeros(2, 20)
+    plain = user_start(theta, 2, feats)
+    assert torch.allclose(start_vector(theta, 2, feats, sup, E), plain)  # k = 0: the profile alone
+    sup[0, [1, 4, 7]] = 1.0
+    sup[1, 1] = 1.0
+    u = start_vector(theta, 2, feats, sup, E)
+    kappa = torch.nn.functional.softplus(theta["set_kappa"])
+    g = 3 / (3 + kappa)
+    profile = plain[0] - theta["user_init"]
+    want = theta["user_init"] + (1 - g) * profile + g * E[[1, 4, 7]].mean(0)
+    assert torch.allclose(u[0], want, atol=1e-6)
+    assert not torch.allclose(u[0], u[1])
+
+
+def test_set_encoder_model_trains_saves_and_beats_popularity(fold, tmp_path):
+    m = build_model("meta", {**FAST, "set_encoder": True}).fit(fold.train, valid=fold.valid)
+    assert m.theta_["set_W"].abs().sum() > 0  # trained away from its zero start
+    task = fold.tasks[0]
+    ndcg = evaluate_task(m, task, [10], ("ndcg",)).per_user["ndcg@10"].mean()
+    assert (
+        ndcg
+        > 1.1
+        * evaluate_task(build_model("popularity").fit(fold.train), task, [10], ("ndcg",)).per_user["ndcg@10"].mean()
+    )
+    loaded, _ = load_model(save_model(m, tmp_path / "set", fold.train))
+    h, users = task.history[:5], task.users[:5]
+    assert np.allclose(m.score_state(m.fold_in(h, users)), loaded.score_state(loaded.fold_in(h, users)), atol=1e-5)

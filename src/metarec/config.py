@@ -374,8 +374,20 @@ class EvaluationConfig(_Section):
 
     ks: Annotated[list[Annotated[int, Field(strict=True, ge=1)]], Field(min_length=1)] = [5, 10, 20]
     metrics: list[str] = Field(
-        default_factory=lambda: ["precision", "recall", "f1", "ndcg", "hr", "mrr", "map", "auc", "coverage", "gini",
-                                 "novelty", "tail"]
+        default_factory=lambda: [
+            "precision",
+            "recall",
+            "f1",
+            "ndcg",
+            "hr",
+            "mrr",
+            "map",
+            "auc",
+            "coverage",
+            "gini",
+            "novelty",
+            "tail",
+        ]
     )
     main_metric: str = "ndcg@10"
 

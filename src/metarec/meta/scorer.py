@@ -4,6 +4,8 @@ Items:  e_i = sum_s X_si W_s + r_i,   b_i = sum_s X_si w_s + c_i
         (X_si: row i of item feature source s, e.g. the LLM vector of the item's text; r_i, c_i: the
         ID residual, kept only for items seen in training, so unseen items score from features alone)
 Users:  u = u_0 + sum_s T_su P_s                  (T_su: user feature sources, e.g. profile text)
+        optional set encoder over the k support items S, with g = k / (k + kappa):
+        u = u_0 + (1 - g) sum_s T_su P_s + g W_set mean_{j in S} e_j   (evidence takes over from the profile)
         h = u + W_2 relu(W_1 u + a_1)             (decision layers, MeLU's "local update" part)
 Score:  s(u, i) = e_i . h + b_i
 
@@ -77,6 +79,29 @@ def user_start(theta: Params, n: int, feats: dict[str, torch.Tensor] | None = No
         if (key := proj_key("user", name)) in theta:
             u = u + T @ theta[key]
     return u
+
+
+def init_set_encoder(dim: int) -> Params:
+    """Weights of the amortised start: zero, so training starts from the plain model."""
+    return {"set_W": torch.zeros(dim, dim), "set_kappa": torch.tensor(1.0)}
+
+
+def start_vector(theta: Params, n: int, feats: dict[str, torch.Tensor] | None, sup: torch.Tensor,
+                 E: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Each user's start u0 before the inner loop.
+
+    Plain: user_init + the profile's projections. With the set encoder, the support items speak too:
+    their mean item vector through a learned map, weighted by g = k / (k + kappa), while the profile
+    part is weighted by 1 - g, so the prior fades as evidence grows instead of fighting it."""
+    u = user_start(theta, n, feats)
+    if "set_W" not in theta:
+        return u
+    mask = (sup > 0).to(E.dtype)
+    k = mask.sum(-1, keepdim=True)
+    gate = k / (k + torch.nn.functional.softplus(theta["set_kappa"]))
+    pooled = (mask @ E) / k.clamp(min=1.0)
+    profile = u - theta["user_init"]
+    return theta["user_init"] + (1 - gate) * profile + gate * (pooled @ theta["set_W"].T)
 
 
 def logits_one(fast: Params, shared: Params, E: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

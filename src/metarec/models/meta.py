@@ -25,7 +25,7 @@ from metarec.data.schema import USER, Dataset
 from metarec.errors import ConfigError
 from metarec.features import TextSource, Tower, build_sources
 from metarec.meta.algorithms import Algorithm, Batch, InnerLoop, Net, adapt_keys, batch_logits, build_algorithm
-from metarec.meta.scorer import Params, init_params, item_table, user_start
+from metarec.meta.scorer import Params, init_params, init_set_encoder, item_table, start_vector
 from metarec.meta.tasks import EpisodeSampler, split_rows, time_rank_matrix
 from metarec.models.base import Recommender, UserState
 from metarec.training import Callback, EarlyStopping, History, Trainer
@@ -51,6 +51,7 @@ class MetaRecommender(Recommender):
         inner_lr: float = 0.1,
         inner_reg: float = 0.0,
         shot_gamma: float = 0.0,
+        set_encoder: bool = False,
         meta_batch: int = 32,
         epochs: int = 80,
         lr: float = 1e-3,
@@ -79,6 +80,7 @@ class MetaRecommender(Recommender):
         self.inner_lr = inner_lr
         self.inner_reg = inner_reg
         self.shot_gamma = shot_gamma
+        self.set_encoder = set_encoder  # the start vector also reads the support items (amortised)
         self.meta_batch = meta_batch
         self.epochs = epochs
         self.lr = lr
@@ -185,6 +187,8 @@ class MetaRecommender(Recommender):
     def _init_theta(self, train: Dataset, counts: np.ndarray) -> Params:
         theta = init_params(train.n_items, self.dim, self.items_.dims, self.users_.dims, self.hidden, self.seed)
         theta["shot_gamma"] = torch.tensor(float(self.shot_gamma))
+        if self.set_encoder:
+            theta.update(init_set_encoder(self.dim))
         if self.objective == "rating":  # start from the (shrunk) item means, the classic strong baseline
             sums = np.asarray(train.matrix(binary=False).sum(axis=0)).ravel()
             mu = sums.sum() / max(1.0, counts.sum())
@@ -241,8 +245,8 @@ class MetaRecommender(Recommender):
         if added is not None:  # items placed after training join the table the inner loop ranks over
             net.E = torch.cat([net.E, torch.from_numpy(np.asarray(added[0], np.float32))])
             net.b = torch.cat([net.b, torch.from_numpy(np.asarray(added[1], np.float32))])
-        u0 = user_start(net.theta, sup.shape[0], self._user_feats(users, profile))
         sup_t = torch.from_numpy(np.ascontiguousarray(sup, dtype=np.float32))
+        u0 = start_vector(net.theta, sup.shape[0], self._user_feats(users, profile), sup_t, net.E)
         with torch.no_grad():
             fast = self.algorithm_.adapt(net, sup_t, u0, users, known)
         return {k: v.detach() for k, v in fast.items()}
@@ -409,7 +413,6 @@ class _MetaStep:
         m = self.m
         bu, sup, qry = batch
         keep = (torch.rand(self.n_items, generator=self.gen) >= m.residual_dropout).float()
-        u0 = user_start(m.theta_, len(bu), m.users_.rows(bu) if m.users_.matrices_ else None)
         if self.ratings is not None:  # explicit: rows carry the ratings, 0 = unrated
             vals = self.ratings[bu].toarray().astype(np.float32)
             sup, qry = sup * vals, qry * vals
@@ -424,6 +427,7 @@ class _MetaStep:
         E, b = item_table(theta, feats, warm, keep)
         net = Net(m.theta_, m.lrs_, m._inner(), E, b, m.extra_)
         sup_t, qry_t = torch.from_numpy(np.ascontiguousarray(sup)), torch.from_numpy(np.ascontiguousarray(qry))
+        u0 = start_vector(m.theta_, len(bu), m.users_.rows(bu) if m.users_.matrices_ else None, sup_t, E)
         return m.algorithm_.outer_loss(net, Batch(bu, sup_t, qry_t, u0))
 
     def _sample_columns(self, sup: np.ndarray, qry: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
