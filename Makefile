@@ -35,6 +35,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_meta.py
 	$(BIN)/python benchmarks/bench_serve.py
 	$(BIN)/python benchmarks/bench_soak.py
+	$(BIN)/python benchmarks/bench_tail.py
+	$(BIN)/python benchmarks/bench_query_set.py
 
 # ruff (incl. mccabe complexity, C90) and mypy; settings live in pyproject.toml
 lint: setup

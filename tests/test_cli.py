@@ -159,3 +159,31 @@ def test_embed_reads_a_csv_item_file(tmp_path):
                               "--encoder", "tfidf", "--no-progress"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "items: 2 texts" in res.output
+
+
+def test_query_set_protocol_runs_from_an_exported_csv_split(tmp_path):
+    """`data split` writes the protocol as columns; `predefined` reads them back from a CSV."""
+    out = tmp_path / "qs.csv"
+    res = runner.invoke(app, ["data", "split", "synthetic", "--out", str(out), "--seeds", "2"])
+    assert res.exit_code == 0, res.output
+    head = out.read_text().splitlines()[0].split(",")
+    assert {"split_0", "role_0", "split_1", "role_1", "rating"} <= set(head)
+    users = (tmp_path / "qs_users.csv").read_text()
+    assert "age" in users.splitlines()[0]
+    cfg = tmp_path / "qs.toml"
+    cfg.write_text(
+        f'[dataset]\nsource = "csv"\ninteractions = "{out}"\nitems = "{tmp_path / "qs_items.csv"}"\n'
+        f'users = "{tmp_path / "qs_users.csv"}"\n'
+        '[protocols.predefined]\ncolumn = ["split_0", "split_1"]\nrole = ["role_0", "role_1"]\n'
+        'rank_within = "query"\nlabel_threshold = 4\n'
+        '[evaluation]\nks = [5]\nmetrics = ["ndcg"]\nmain_metric = "ndcg@5"\nreport_metrics = ["ndcg@5"]\n'
+        'compare_to = "random"\n[models.random]\n[models.itemmean]\n'
+    )
+    res = runner.invoke(app, ["evaluate", "-c", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "runs").iterdir()
+    cells = json.loads((run / "results.json").read_text())["results"]["predefined"]
+    ndcg = {m: cells[m]["metrics"]["ndcg@5"]["mean"] for m in ("random", "itemmean")}
+    assert 0 < ndcg["random"] < ndcg["itemmean"] <= 1, ndcg
+    res = runner.invoke(app, ["data", "split", "synthetic", "--out", str(out), "--protocol", "warm"])
+    assert res.exit_code == 2 and "query-set" in res.output

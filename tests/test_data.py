@@ -238,3 +238,15 @@ def test_real_movielens_100k_with_knowledge_graph():
     assert {"age", "gender", "occupation"} <= set(ds.users.columns)
     assert ds.kg is not None and len(ds.kg.triples) > 90_000 and len(ds.kg.links) > 1_500
     assert ds.items.loc[0, "title"] == "Toy Story"
+
+
+def test_csv_side_tables_read_numbers_as_numbers(tmp_path):
+    from metarec.data.sources import tabular
+
+    (tmp_path / "i.csv").write_text("user_id,item_id\nu1,a\nu2,b\n")
+    (tmp_path / "users.csv").write_text("user_id,age,zip\nu1,24,01234\nu2,,94043\n")
+    (tmp_path / "items.csv").write_text("item_id,year,title\na,1995,Toy Story\nb,1977,Star Wars\n")
+    ds = tabular.load(tmp_path / "i.csv", items=tmp_path / "items.csv", users=tmp_path / "users.csv")
+    assert ds.users["age"].dtype.kind == "f" and ds.items["year"].dtype.kind == "i"
+    assert ds.users["zip"].tolist() == ["01234", "94043"]  # a code with a leading zero stays text
+    assert ds.users["user_id"].tolist() == ["u1", "u2"]

@@ -168,7 +168,7 @@ def test_explicit_protocol_rating_models(synth):
     fold = next(cold_user(synth, shots=[5], n_folds=3, seed=0, explicit=True))
     task = fold.tasks[0]
     mean = build_model("itemmean").fit(fold.train)
-    res = evaluate_task(mean, task)
+    res = evaluate_task(mean, task, [1, 3])  # the cut-offs asked for (evaluation.ks), not hard-coded ones
     assert {"mae", "rmse", "ndcg@1", "ndcg@3"} <= set(res.per_user)
     # the evaluator's per-user MAE / RMSE equal a plain pandas computation on the query rows
     q = task.query.assign(pred=mean.item_means_[task.query["item"].to_numpy()])
@@ -176,7 +176,7 @@ def test_explicit_protocol_rating_models(synth):
     mae = q.groupby("user")["err"].apply(lambda e: e.abs().mean()).reindex(task.users).to_numpy()
     rmse = q.groupby("user")["err"].apply(lambda e: np.sqrt((e**2).mean())).reindex(task.users).to_numpy()
     assert np.allclose(res.per_user["mae"], mae, atol=1e-5) and np.allclose(res.per_user["rmse"], rmse, atol=1e-5)
-    pop = evaluate_task(build_model("popularity").fit(fold.train), task)
+    pop = evaluate_task(build_model("popularity").fit(fold.train), task, [3])
     assert "mae" not in pop.per_user and 0 < pop.per_user["ndcg@3"].mean() <= 1
     meta = build_model("meta", {**FAST, "objective": "rating", "epochs": 8}).fit(fold.train, valid=fold.valid)
     assert meta.fit_info_["best_valid_ndcg@10"] < 0  # minus the meta-valid users' RMSE

@@ -107,11 +107,52 @@ def test_cold_both_has_unseen_users_and_items(synth):
 def test_predefined_split_column(synth):
     df = synth.interactions.copy()
     df["split"] = np.where(df.groupby(USER).cumcount(ascending=False) == 0, "test", "train")
-    fold = predefined(synth.with_interactions(df))
+    (fold,) = predefined(synth.with_interactions(df))
     assert (fold.train.interactions["split"] == "train").all()
     assert len(fold.tasks[0].query) == synth.n_users
     with pytest.raises(ConfigError, match="split"):
-        predefined(synth)
+        list(predefined(synth))
+
+
+def test_query_set_protocol_roles_and_labels(synth):
+    """MeLU's protocol: users with 13-100 interactions, 8:1:1 users, a query of 10 random items each."""
+    folds = list(make_folds(synth, "query-set", {"seeds": 2}, 0))
+    assert len(folds) == 2
+    for fold in folds:
+        task = fold.tasks[0]
+        assert task.within_query and task.cold_users and task.label_threshold == 4.0
+        assert (task.query.groupby(USER).size() == 10).all()
+        assert not set(fold.train.interactions[USER]) & set(task.users)  # test users are cold
+        assert not set(fold.valid[USER]) & set(task.users)
+        n = synth.interactions.groupby(USER).size()
+        assert n.loc[task.users].between(13, 100).all()
+        assert len(task.users) == round(0.1 * n.between(13, 100).sum())
+        sup_n = task.support.groupby(USER).size()
+        assert (sup_n + 10 == n.loc[sup_n.index]).all()  # the rest of each test user's rows is the support
+        assert (task.query["rating"] < 4).any()  # label-0 rows stay in the query as negatives
+    assert folds[0].tasks[0].users.tolist() != folds[1].tasks[0].users.tolist()  # another seed, other users
+
+
+def test_predefined_roles_from_columns_and_bad_values(synth):
+    from metarec.data.splits import query_set_roles
+
+    roles = [query_set_roles(synth, seed=s) for s in (0, 1)]
+    df = synth.interactions.assign(split_0=roles[0]["split"], role_0=roles[0]["role"],
+                                   split_1=roles[1]["split"], role_1=roles[1]["role"])  # fmt: skip
+    params = {"column": ["split_0", "split_1"], "role": ["role_0", "role_1"], "rank_within": "query",
+              "label_threshold": 4}  # fmt: skip
+    from_file = list(make_folds(synth.with_interactions(df), "predefined", params, 0))
+    built = list(make_folds(synth, "query-set", {"seeds": 2}, 0))
+    for a, b in zip(from_file, built, strict=True):  # the exported split gives the same tasks
+        assert a.tasks[0].users.tolist() == b.tasks[0].users.tolist()
+        cols = [USER, ITEM, "rating"]
+        assert a.tasks[0].query[cols].sort_index().equals(b.tasks[0].query[cols].sort_index())
+        assert a.tasks[0].support[cols].sort_index().equals(b.tasks[0].support[cols].sort_index())
+    bad = df.assign(role_0=df["role_0"].where(df["role_0"] != "query", "qury"))
+    with pytest.raises(ConfigError, match="'qury' is not one of"):
+        list(make_folds(synth.with_interactions(bad), "predefined", params, 0))
+    with pytest.raises(ConfigError, match="rank_within"):
+        list(make_folds(synth.with_interactions(df), "predefined", {**params, "rank_within": "all"}, 0))
 
 
 def test_unknown_protocol_and_bad_params_are_config_errors(synth):

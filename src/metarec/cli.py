@@ -130,6 +130,47 @@ def data_info(
     console.print_json(json.dumps(ds.summary(), default=str))
 
 
+@data_app.command("split")
+def data_split(
+    name: Annotated[str, typer.Argument(help="ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")],
+    out: Annotated[Path, typer.Option(help="interactions CSV to write (items / users CSVs go next to it)")],
+    protocol: Annotated[str, typer.Option(help="query-set (MeLU / RecBole-MetaRec users with a 10-item query)")] = (
+        "query-set"
+    ),
+    seeds: Annotated[int, typer.Option(min=1, help="one split_i / role_i column pair per seed")] = 5,
+    seed: Annotated[int, typer.Option(help="first split seed")] = 0,
+    path: Annotated[str | None, typer.Option(help="data file / folder")] = None,
+    meta: Annotated[str | None, typer.Option(help="amazon metadata file")] = None,
+) -> None:
+    """Export a dataset with a protocol's split as columns, for `predefined` (or another tool) to read."""
+    import pandas as pd
+
+    from metarec.data.splits import query_set_roles
+
+    try:
+        if protocol != "query-set":
+            raise MetarecError(f"data split knows the protocol 'query-set', got {protocol!r}")
+        ds = _load_named(name, path, meta)
+        inter = ds.interactions
+        table = pd.DataFrame({"user_id": ds.user_ids(inter["user"]), "item_id": ds.item_ids(inter["item"])})
+        for col in ("rating", "timestamp"):
+            if col in inter.columns:
+                table[col] = inter[col].to_numpy()
+        for s in range(seeds):
+            roles = query_set_roles(ds, seed=seed + s)
+            table[f"split_{s}"], table[f"role_{s}"] = roles["split"].to_numpy(), roles["role"].to_numpy()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+        ds.items.to_csv(out.with_name(out.stem + "_items.csv"), index=False)
+        if ds.users is not None and len(ds.users.columns) > 1:
+            ds.users.to_csv(out.with_name(out.stem + "_users.csv"), index=False)
+    except (MetarecError, OSError) as exc:
+        _fail(exc)
+    kept = (table["split_0"] != "").sum()
+    console.print(f"wrote {out}: {len(table):,} interactions ({kept:,} in the protocol), {seeds} split seeds as "
+                  f"split_0..split_{seeds - 1} / role_0..role_{seeds - 1}")  # fmt: skip
+
+
 @app.command("embed")
 def embed(
     name: Annotated[str, typer.Argument(help="dataset: ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")],

@@ -17,7 +17,8 @@ import scipy.sparse as sp
 from metarec.data.schema import ITEM, RATING, USER, Dataset, time_columns
 from metarec.errors import ConfigError
 
-PROTOCOLS = ("warm", "cold-user", "cold-item", "cold-both", "predefined")
+PROTOCOLS = ("warm", "cold-user", "cold-item", "cold-both", "query-set", "predefined")
+RANK_WITHIN = ("catalogue", "query", "test-items")
 
 
 @dataclass
@@ -34,6 +35,8 @@ class EvalTask:
     candidates: np.ndarray | None = None  # restrict ranking to these items (cold-item); None = catalogue
     cold_users: bool = False  # users unseen in training: models must fold them in from `support`
     explicit: bool = False  # MeLU protocol: predict / order the query ratings instead of ranking the catalogue
+    within_query: bool = False  # rank each user's query items among themselves only (query-set protocol)
+    label_threshold: float | None = None  # gains are rating >= this (binary), label-0 rows stay as negatives
 
     @property
     def label(self) -> str:
@@ -241,18 +244,102 @@ def cold_both(
         yield Fold("cold-both", f, ds.with_interactions(train), valid_users, cold, tasks, valid, revealed)
 
 
-def predefined(ds: Dataset, column: str = "split") -> Fold:
-    """Use the split a data provider shipped (a column with train / valid / test)."""
-    if column not in ds.interactions.columns:
-        raise ConfigError(f"protocol 'predefined' needs a '{column}' column in the interactions")
+# ----------------------------------------------------------------------------- query set (MeLU)
+def query_set_roles(ds: Dataset, seed: int = 0, n_query: int = 10, min_interactions: int = 13,
+                    max_interactions: int = 100, valid_ratio: float = 0.1, test_ratio: float = 0.1
+                    ) -> pd.DataFrame:  # fmt: skip
+    """MeLU's / RecBole-MetaRec's split as two columns per interaction, `split` and `role`.
+
+    Users with `min_interactions`..`max_interactions` interactions only (the others are dropped:
+    split ""), split 8:1:1 into train / valid / test users; for every valid and test user a query of
+    `n_query` random interactions (role "query"), the rest is their support (role "support")."""
     inter = ds.interactions
-    train, test = inter[inter[column] == "train"], inter[inter[column] == "test"]
-    valid_users = np.unique(inter.loc[inter[column] == "valid", USER].to_numpy())
-    users = np.unique(test[USER].to_numpy())
-    cold = not np.isin(users, train[USER].to_numpy()).all()
-    task = EvalTask("predefined", 0, None, users, train[train[USER].isin(users)], test, ds.n_items, cold_users=cold)
-    valid = inter[inter[column] == "valid"]
-    return Fold("predefined", 0, ds.with_interactions(train), valid_users, tasks=[task], valid=valid)
+    n = inter.groupby(USER)[ITEM].transform("size").to_numpy()
+    keep = (n >= min_interactions) & (n <= max_interactions)
+    users = np.unique(inter.loc[keep, USER].to_numpy())
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(users)
+    n_test, n_valid = round(test_ratio * len(users)), round(valid_ratio * len(users))
+    which = pd.Series("train", index=perm)
+    which.iloc[:n_test] = "test"
+    which.iloc[n_test : n_test + n_valid] = "valid"
+    split = np.where(keep, which.reindex(inter[USER].to_numpy()).fillna("").to_numpy(), "")
+    # a random order within each user: the first n_query rows are the query
+    order = pd.Series(rng.random(len(inter)), index=inter.index).groupby(inter[USER].to_numpy()).rank(method="first")
+    role = np.where(np.isin(split, ["valid", "test"]), np.where(order.to_numpy() <= n_query, "query", "support"), "")
+    return pd.DataFrame({"split": split, "role": role}, index=inter.index)
+
+
+def query_set(ds: Dataset, seeds: int = 5, seed: int = 0, n_query: int = 10, min_interactions: int = 13,
+              max_interactions: int = 100, valid_ratio: float = 0.1, test_ratio: float = 0.1,
+              label_threshold: float | None = 4.0) -> Iterator[Fold]:  # fmt: skip
+    """The query-set protocol, one fold per split seed: new users known by their support, each asked
+    to order their own `n_query` items (binary labels rating >= `label_threshold`), nDCG@k within them."""
+    for f in range(seeds):
+        roles = query_set_roles(ds, seed + f, n_query, min_interactions, max_interactions, valid_ratio, test_ratio)
+        inter = ds.interactions.assign(split=roles["split"], role=roles["role"])
+        yield _predefined_fold(ds.with_interactions(inter), "split", "role", "query", label_threshold, f, "query-set")
+
+
+# ------------------------------------------------------------------------------------- predefined
+def _check_values(inter: pd.DataFrame, column: str, allowed: set[str]) -> None:
+    values = inter[column].astype(str).str.lower()
+    bad = ~values.isin(allowed)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ConfigError(
+            f"column '{column}', interaction row {row + 1}: {inter[column].iloc[row]!r} is not one of "
+            f"{sorted(v for v in allowed if v)} (empty = not used)"
+        )
+
+
+def predefined(ds: Dataset, column: str | list[str] = "split", role: str | list[str] | None = "role",
+               rank_within: str = "catalogue", label_threshold: float | None = None) -> Iterator[Fold]:  # fmt: skip
+    """Use the split a data provider shipped: a `column` with train / valid / test (rows left empty are
+    not used), and optionally a `role` column with support / query for valid and test users, which makes
+    those users cold (their support is all a model sees of them). A list of columns is a list of folds
+    (e.g. one per split seed). `rank_within`: "catalogue" (full ranking), "query" (each user's query items
+    among themselves) or "test-items" (the items of the test rows: cold items). `label_threshold`: gains
+    are rating >= it, and rows below stay in the query as negatives."""
+    columns = column if isinstance(column, list) else [column]
+    roles = role if isinstance(role, list) else [role] * len(columns)
+    if len(roles) != len(columns):
+        raise ConfigError(f"predefined: {len(columns)} split columns but {len(roles)} role columns")
+    for f, (c, r) in enumerate(zip(columns, roles, strict=True)):
+        yield _predefined_fold(ds, c, r, rank_within, label_threshold, f, "predefined")
+
+
+def _predefined_fold(ds: Dataset, column: str, role: str | None, rank_within: str, label_threshold: float | None,
+                     fold: int, protocol: str) -> Fold:  # fmt: skip
+    inter = ds.interactions
+    if column not in inter.columns:
+        raise ConfigError(f"protocol 'predefined' needs a '{column}' column in the interactions")
+    if rank_within not in RANK_WITHIN:
+        raise ConfigError(f"rank_within must be one of {', '.join(RANK_WITHIN)}, got {rank_within!r}")
+    if label_threshold is not None and RATING not in inter.columns:
+        raise ConfigError("label_threshold needs a rating column in the interactions")
+    _check_values(inter, column, {"train", "valid", "test", ""})
+    split = inter[column].astype(str).str.lower()
+    train, test = inter[split == "train"], inter[split == "test"]
+    valid = inter[split == "valid"]
+    has_roles = role is not None and role in inter.columns
+    if has_roles:
+        assert role is not None
+        _check_values(inter, role, {"support", "query", ""})
+        r = inter[role].astype(str).str.lower()
+        support, query = test[r[split == "test"] == "support"], test[r[split == "test"] == "query"]
+    else:
+        support, query = train[train[USER].isin(np.unique(test[USER].to_numpy()))], test
+    users = np.unique(query[USER].to_numpy())
+    support = support[support[USER].isin(users)]
+    cold = has_roles or not np.isin(users, train[USER].to_numpy()).all()
+    if has_roles and np.isin(users, train[USER].to_numpy()).any():
+        raise ConfigError(f"'{column}': a user with support / query rows also has train rows; a cold user has none")
+    candidates = np.unique(query[ITEM].to_numpy()) if rank_within == "test-items" else None
+    task = EvalTask(protocol, fold, None, users, support, query, ds.n_items, candidates=candidates, cold_users=cold,
+                    within_query=rank_within == "query", label_threshold=label_threshold)  # fmt: skip
+    valid_users = np.unique(valid[USER].to_numpy())
+    return Fold(protocol, fold, ds.with_interactions(train), valid_users, tasks=[task], valid=valid)
 
 
 def make_folds(ds: Dataset, protocol: str, params: dict, seed: int) -> Iterator[Fold]:
@@ -267,8 +354,10 @@ def make_folds(ds: Dataset, protocol: str, params: dict, seed: int) -> Iterator[
             yield from cold_item(ds, seed=seed, **params)
         elif protocol == "cold-both":
             yield from cold_both(ds, seed=seed, **params)
+        elif protocol == "query-set":
+            yield from query_set(ds, seed=seed, **params)
         elif protocol == "predefined":
-            yield predefined(ds, **params)
+            yield from predefined(ds, **params)
         else:
             raise ConfigError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     except TypeError as exc:

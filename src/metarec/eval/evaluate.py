@@ -54,8 +54,8 @@ def evaluate_task(
         return TaskResult(name, task, skipped="cannot score items unseen in training")
     if task.cold_users and not model.supports_cold_users:
         return TaskResult(name, task, skipped="cannot fold in unseen users")
-    if task.explicit:
-        return _evaluate_explicit(model, task, name, chunk_elements, ks)
+    if task.explicit or task.within_query:
+        return _evaluate_within_query(model, task, name, chunk_elements, ks, seed)
     t0 = time.perf_counter()
     cand = task.candidates
     n_cand = task.n_items if cand is None else len(cand)
@@ -105,23 +105,28 @@ def evaluate_task(
     return TaskResult(name, task, per_user, aggregate, seconds=time.perf_counter() - t0)
 
 
-def _evaluate_explicit(model: Recommender, task: EvalTask, name: str, chunk_elements: int,
-                       ks: Sequence[int] = (1, 3)) -> TaskResult:  # fmt: skip
-    """MeLU's protocol: order each user's query items by score (nDCG@k, ratings as linear gains),
-    and for models that predict ratings, MAE and RMSE over the query ratings."""
+def _evaluate_within_query(model: Recommender, task: EvalTask, name: str, chunk_elements: int,
+                           ks: Sequence[int] = (1, 3), seed: int = 0) -> TaskResult:  # fmt: skip
+    """Each user's query items ordered among themselves (MeLU's protocol): nDCG@k with the ratings as
+    linear gains, or binary gains rating >= `task.label_threshold` (label-0 rows stay as negatives; a
+    user whose query has no positive is undefined, NaN, and left out); for models that predict
+    ratings, MAE and RMSE over the query ratings. Ties are broken in a seeded random column order."""
     t0 = time.perf_counter()
     rates = getattr(model, "predicts_ratings", False)
     history = task.history_ratings if rates else task.history
     truth = task.target_ratings
+    present = task.target
+    perm = np.random.default_rng(seed).permutation(task.n_items)
     rows = max(1, chunk_elements // max(1, task.n_items))
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(task.users), rows):
         sl = slice(start, start + rows)
         state = model.fold_in(history[sl], task.users[sl], known=not task.cold_users)
-        scores = np.asarray(model.score_state(state), dtype=np.float64)
-        r = truth[sl].toarray().astype(np.float64)
-        q = r > 0
-        for k, v in M.graded_ndcg(scores, r, q, list(ks)).items():
+        scores = np.asarray(model.score_state(state), dtype=np.float64)[:, perm]
+        r = truth[sl].toarray().astype(np.float64)[:, perm]
+        q = present[sl].toarray()[:, perm] > 0
+        gains = (r >= task.label_threshold).astype(np.float64) if task.label_threshold is not None else r
+        for k, v in M.graded_ndcg(scores, gains, q, list(ks)).items():
             parts.setdefault(f"ndcg@{k}", []).append(v)
         if rates:
             err = np.where(q, scores - r, 0.0)

@@ -56,6 +56,10 @@ def paired_bootstrap(
         raise ValueError(f"paired bootstrap needs scores on the same users: {a.shape} vs {b.shape}")
     if kind not in ("diff", "ratio"):
         raise ValueError("kind must be 'diff' or 'ratio'")
+    defined = ~(np.isnan(a) | np.isnan(b))  # a user undefined for either model (e.g. no positive) is left out
+    a, b = a[defined], b[defined]
+    if len(a) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(a), size=(n_boot, len(a)))
     ma, mb = a[idx].mean(axis=1), b[idx].mean(axis=1)

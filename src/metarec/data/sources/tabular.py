@@ -46,6 +46,22 @@ def read_table(path: str | Path, sep: str | None = None, encoding: str = "utf-8"
         raise DataError(f"{path}: cannot be read as a table ({exc}){hint}") from None
 
 
+def _numbers(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Side-table columns whose every non-empty cell is a number become numbers (an age, a year, a
+    price), so feature sources treat them as quantities; codes with leading zeros (zip codes) stay text."""
+    for col in df.columns:
+        if col == key or not (pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col])):
+            continue
+        text = df[col].astype(str).str.strip()
+        filled = text[text != ""]
+        if filled.empty or filled.str.match(r"^-?0\d").any():
+            continue
+        num = pd.to_numeric(filled, errors="coerce")
+        if num.notna().all():
+            df[col] = pd.to_numeric(text.mask(text == ""), errors="coerce")
+    return df
+
+
 def _rename(df: pd.DataFrame, mapping: dict[str, str], required: list[str], path: str) -> pd.DataFrame:
     missing = [mapping[k] for k in required if mapping[k] not in df.columns]
     if missing:
@@ -113,8 +129,10 @@ def load(
         item_df = read_table(items, sep, encoding)
         key = item_id_column or cols["item"]
         item_df = _rename(item_df, {"item_id": key}, ["item_id"], str(items)).rename(columns={key: "item_id"})
+        item_df = _numbers(item_df, "item_id")
     if users is not None:
         user_df = read_table(users, sep, encoding)
         key = user_id_column or cols["user"]
         user_df = _rename(user_df, {"user_id": key}, ["user_id"], str(users)).rename(columns={key: "user_id"})
+        user_df = _numbers(user_df, "user_id")
     return Dataset.from_frames(name or Path(interactions).stem, inter, item_df, user_df, source=str(interactions))
