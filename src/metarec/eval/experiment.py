@@ -81,7 +81,7 @@ class ExperimentResult:
         """The best model by the main metric among `compare_to_best` (e.g. every non-meta model)."""
         main = self.config["evaluation"]["main_metric"]
         scored = [
-            (float(np.mean(c.values(main))), c.model)
+            (float(np.nanmean(c.values(main))), c.model)  # a user undefined for every model (NaN) is left out
             for m in self.config["evaluation"]["compare_to_best"]
             if (c := self.cell(label, m)) is not None and not c.skipped and len(c.values(main))
         ]

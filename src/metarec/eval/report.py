@@ -89,6 +89,18 @@ def print_tables(result: ExperimentResult, console: Console | None = None) -> No
         )
 
 
+def _ranking_note(cfg: dict[str, Any]) -> str:
+    """What the models rank, in the words of the protocols this run used."""
+    within = [name for name, p in cfg["protocols"].items()
+              if p.get("type", name) == "query-set" or p.get("rank_within") == "query"
+              or p.get("explicit")]  # fmt: skip
+    full = "Full ranking over all candidates, seen items excluded"
+    if not within:
+        return full
+    note = f"{', '.join(within)}: each user's query items ranked among themselves only"
+    return note if len(within) == len(cfg["protocols"]) else f"{full} ({note})"
+
+
 def beyond_accuracy(summary: dict[str, Any], main_metric: str) -> list[str]:
     """Markdown lines: per protocol, how widely and how far into the tail each model recommends, at the
     main metric's cut-off (catalogue coverage, Gini of exposure, novelty in bits, long-tail share)."""
@@ -119,7 +131,8 @@ def markdown(result: ExperimentResult) -> str:
         "",
         f"Dataset `{ds['name']}`: {ds['interactions']:,} interactions, {ds['users']:,} users, "
         f"{ds['items']:,} items (fingerprint `{ds['fingerprint']}`). Seed {cfg['seed']}. "
-        "Full ranking over all candidates, seen items excluded; mean ± 95% t-interval half-width over users.",
+        + _ranking_note(cfg)
+        + "; mean ± 95% t-interval half-width over users.",
         "",
     ]
     for metric in cfg["evaluation"]["report_metrics"]:
