@@ -47,6 +47,8 @@ BASELINES = {
         },
     ),
 }
+for _lr in (0.01, 0.03):  # the hybrid's fine-tuning step, tuned on the same valid users as everything else
+    BASELINES[f"hybrid-finetune-lr{_lr}"] = ("meta", {**BASELINES["hybrid-finetune"][1], "inner_lr": _lr})
 CANDIDATES = {
     "maml": {"algorithm": "maml"},
     "maml-set": {"algorithm": "maml", "set_encoder": True},
@@ -101,6 +103,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folds", default="0")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    ap.add_argument("--baselines", default=",".join(BASELINES))
     args = ap.parse_args()
     folds = [int(f) for f in args.folds.split(",")]
     names = args.candidates.split(",")
@@ -110,7 +113,7 @@ def main() -> int:
     for fold in cold_user(ds, shots=[1], n_folds=5, valid_ratio=0.1, seed=42, folds=folds):  # the table's folds
         tasks = valid_tasks(fold, ds.n_items)
         pop = np.bincount(fold.train.interactions["item"].to_numpy(), minlength=ds.n_items)
-        runs = {**{n: BASELINES[n] for n in BASELINES}, **{n: ("meta", CANDIDATES[n]) for n in names}}
+        runs = {**{n: BASELINES[n] for n in args.baselines.split(",")}, **{n: ("meta", CANDIDATES[n]) for n in names}}
         for name, (kind, params) in runs.items():
             t0 = time.perf_counter()
             p = {**params, "text": text} if kind == "meta" else params
