@@ -520,3 +520,22 @@ def test_row_buffer_appends_without_copying_the_matrix_each_time():
     assert len(buf) == 1003 and buf.view[-1, 0] == 999 and buf.view[2, 1] == 5
     assert grown <= 12  # a quarter more each time: logarithmically many copies, not one per row
     assert before.tolist() == [[0, 1], [2, 3], [4, 5]]  # a reader's earlier view is untouched
+
+
+def test_adapted_states_in_memory_are_bounded(artifact, tmp_path):
+    """At most max_cached_users states stay in memory; a user pushed out is re-adapted from the database."""
+    from metarec.serve.service import RecommenderService
+
+    service = RecommenderService(artifact, f"sqlite:///{tmp_path / 'lru.db'}", max_cached_users=2)
+    for u in ("a", "b", "c"):
+        service.create_user(u, None)
+        service.add_interactions(u, [{"item": f"i{3 * len(u) + ord(u) % 7}", "kind": "like"}])
+    assert len(service.states) == 2 and service.user_index["a"] not in service.states  # the oldest left
+    before = [r.item for r in service.recommend("b", 5)]  # b is now the most recent: c would leave next
+    service.recommend("a", 5)  # re-adapted from its stored history
+    assert set(service.states) == {service.user_index["b"], service.user_index["a"]}
+    assert [r.item for r in service.recommend("b", 5)] == before
+    with service.store.session_scope() as s:
+        _, fresh = service._adapt(s, service._user(s, "a"))
+    assert np.allclose(service._state("a")[1], fresh, atol=1e-6)
+    service.store.engine.dispose()

@@ -337,13 +337,17 @@ def serve(
         int, typer.Option(help="catalogue size from which an HNSW index replaces exact search")
     ] = 20_000,
     max_body: Annotated[int, typer.Option(min=1, help="largest request body in bytes (413 above)")] = 1 << 20,
+    max_cached_users: Annotated[
+        int, typer.Option(min=1, help="adapted users kept in memory (least recently used leave first)")
+    ] = 100_000,
 ) -> None:
     """Serve recommendations over HTTP: REST API, OpenAPI docs at /docs, a web page at /."""
     url = db or f"sqlite:///{artifact / 'metarec.db'}"
     try:
         from metarec.serve.app import create_app  # names the [serve] extra if it is missing
 
-        api = create_app(artifact, url, token=token, exact_below=exact_below, max_body=max_body)
+        api = create_app(artifact, url, token=token, exact_below=exact_below, max_body=max_body,
+                         max_cached_users=max_cached_users)  # fmt: skip
     except MetarecError as exc:
         _fail(exc)
     import uvicorn

@@ -92,7 +92,7 @@ class RecommendationOut(ItemOut):
 
 
 def create_app(artifact: str | Path, db_url: str, token: str | None = None, exact_below: int = 20_000,
-               max_body: int = MAX_BODY) -> FastAPI:  # fmt: skip
+               max_body: int = MAX_BODY, max_cached_users: int = 100_000) -> FastAPI:  # fmt: skip
     """The API over one artefact and one database; write endpoints need `token` when it is set, and
     no request body may exceed `max_body` bytes (checked before the body is read)."""
     app = FastAPI(
@@ -104,7 +104,8 @@ def create_app(artifact: str | Path, db_url: str, token: str | None = None, exac
     )  # /docs is served from installed assets, not a CDN
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     app.add_middleware(RequestGuard, max_body=max_body, token=token)
-    app.state.service = RecommenderService(artifact, db_url, exact_below=exact_below)
+    app.state.service = RecommenderService(artifact, db_url, exact_below=exact_below,
+                                           max_cached_users=max_cached_users)  # fmt: skip
     app.state.token = token
     app.add_exception_handler(MetarecError, service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,8 @@ class Explained:
 
 
 class RecommenderService:
-    def __init__(self, artifact: str | Path, db_url: str, exact_below: int = 20_000, profile_weight: float = 2.0):
+    def __init__(self, artifact: str | Path, db_url: str, exact_below: int = 20_000, profile_weight: float = 2.0,
+                 max_cached_users: int = 100_000):  # fmt: skip
         model, info = load_model(artifact)
         if not isinstance(model, Servable):
             raise MetarecError(
@@ -83,7 +85,10 @@ class RecommenderService:
         self.added: tuple[np.ndarray, np.ndarray] = (self._added_E.view, self._added_b.view)
         self.text_index = ItemIndex(text, exact_below=exact_below)
         self._load_added_items()
-        self.states: dict[int, tuple[UserState, np.ndarray]] = {}  # user id -> (state, query vector)
+        # user id -> (state, query vector), least recently used first; a user pushed out is re-adapted from
+        # the database on their next request, so memory stays bounded however many users come by
+        self.states: OrderedDict[int, tuple[UserState, np.ndarray]] = OrderedDict()
+        self.max_cached_users = max_cached_users
         self.user_index: dict[str, int] = {}  # external -> database id (ids never change once created)
         self.profiles: dict[str, np.ndarray] = {}  # profile text -> its vector
 
@@ -296,6 +301,8 @@ class RecommenderService:
         with self.lock:
             uid = self.user_index.get(external)
             cached = self.states.get(uid) if uid is not None else None
+            if uid is not None and cached is not None:
+                self.states.move_to_end(uid)
         if cached is not None:
             return cached
         with self.store.session_scope() as s:
@@ -310,8 +317,12 @@ class RecommenderService:
             current = self.states.get(uid)
             if current is None or current[0].payload["version"] <= entry[0].payload["version"]:
                 self.states[uid] = entry
+            self.states.move_to_end(uid)
             self.user_index[external] = uid
-            return self.states[uid]
+            kept = self.states[uid]
+            while len(self.states) > self.max_cached_users:
+                self.states.popitem(last=False)
+            return kept
 
     # ------------------------------------------------------------------ recommend
     def recommend(self, external: str, k: int, explain: bool = False) -> list[Explained]:
