@@ -80,22 +80,9 @@ CANDIDATES = {
 }
 
 
-def valid_tasks(fold, n_items: int, min_query: int = 1):
-    """Cold-user tasks over the fold's meta-valid users, built the way the test tasks are."""
-    from metarec.data.splits import EvalTask, _shots
-
-    tasks = []
-    for k in SHOTS:
-        sup, qry = _shots(fold.valid, k, min_query, "earliest", 0)
-        users = np.unique(sup["user"].to_numpy())
-        tasks.append(EvalTask("valid", fold.fold, k, users, sup, qry[qry["user"].isin(users)], n_items,
-                              cold_users=True))  # fmt: skip
-    return tasks
-
-
 def main() -> int:
     from metarec.data.sources import movielens
-    from metarec.data.splits import cold_user
+    from metarec.data.splits import cold_user, shot_tasks
     from metarec.eval.evaluate import evaluate_task
     from metarec.models import build_model
     from metarec.utils import versions
@@ -111,7 +98,8 @@ def main() -> int:
     text = {"encoder": "sentence-transformers", "model": "all-MiniLM-L6-v2"}
     log: list[dict] = []
     for fold in cold_user(ds, shots=[1], n_folds=5, valid_ratio=0.1, seed=42, folds=folds):  # the table's folds
-        tasks = valid_tasks(fold, ds.n_items)
+        # the meta-valid users, asked the way the test users are (k earliest items as the support)
+        tasks = shot_tasks(fold.valid, SHOTS, ds.n_items, fold.fold, protocol="valid")
         pop = np.bincount(fold.train.interactions["item"].to_numpy(), minlength=ds.n_items)
         runs = {**{n: BASELINES[n] for n in args.baselines.split(",")}, **{n: ("meta", CANDIDATES[n]) for n in names}}
         for name, (kind, params) in runs.items():

@@ -132,6 +132,18 @@ def _shots(df: pd.DataFrame, k: int, min_query: int, support: str, seed: int) ->
     return df[pos < k], df[pos >= k]
 
 
+def shot_tasks(rows: pd.DataFrame, shots: list[int], n_items: int, fold: int, min_query: int = 1,
+               support: str = "earliest", seed: int = 0, protocol: str = "cold-user",
+               explicit: bool = False) -> list[EvalTask]:  # fmt: skip
+    """One cold-user task per k: each user of `rows` known by k shots, asked for the rest."""
+    tasks = []
+    for k in shots:
+        sup, qry = _shots(rows, k, min_query, support, seed)
+        users = np.unique(sup[USER].to_numpy())
+        tasks.append(EvalTask(protocol, fold, k, users, sup, qry, n_items, cold_users=True, explicit=explicit))
+    return tasks
+
+
 def cold_user(
     ds: Dataset,
     shots: list[int] = (1, 3, 5, 10, 20),  # type: ignore[assignment]
@@ -161,11 +173,7 @@ def cold_user(
         inter = ds.interactions
         train = inter[inter[USER].isin(train_users)]
         test = inter[inter[USER].isin(test_users)]
-        tasks = []
-        for k in shots:
-            sup, qry = _shots(test, k, min_query, support, seed + f)
-            tusers = np.unique(sup[USER].to_numpy())
-            tasks.append(EvalTask("cold-user", f, k, tusers, sup, qry, ds.n_items, cold_users=True, explicit=explicit))
+        tasks = shot_tasks(test, shots, ds.n_items, f, min_query, support, seed + f, explicit=explicit)
         valid = inter[inter[USER].isin(valid_users)]
         yield Fold("cold-user", f, ds.with_interactions(train), valid_users, tasks=tasks, valid=valid)
 

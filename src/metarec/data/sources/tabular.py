@@ -58,7 +58,7 @@ def _numbers(df: pd.DataFrame, key: str) -> pd.DataFrame:
             continue
         num = pd.to_numeric(filled, errors="coerce")
         if num.notna().all():
-            df[col] = pd.to_numeric(text.mask(text == ""), errors="coerce")
+            df[col] = num.reindex(df.index)  # empty cells become NaN
     return df
 
 
