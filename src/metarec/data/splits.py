@@ -178,7 +178,7 @@ def cold_user(
         yield Fold("cold-user", f, ds.with_interactions(train), valid_users, tasks=tasks, valid=valid)
 
 
-def _reveal(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reveal_earliest(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split each item's earliest `share` of interactions (at least one, never all) off as revealed."""
     if share <= 0:
         return rows.iloc[:0], rows
@@ -205,7 +205,7 @@ def cold_item(
         cold = chunks[f]
         is_cold = inter[ITEM].isin(cold).to_numpy()
         train, test = inter[~is_cold], inter[is_cold]
-        revealed, test = _reveal(test, reveal_share)
+        revealed, test = reveal_earliest(test, reveal_share)
         users = np.unique(test[USER].to_numpy())
         task = EvalTask("cold-item", f, None, users, train[train[USER].isin(users)], test, ds.n_items, cold)
         yield Fold("cold-item", f, ds.with_interactions(train), cold_items=cold, tasks=[task], revealed=revealed)
@@ -247,7 +247,7 @@ def cold_both(
             sup = sup[sup[USER].isin(qry[USER].unique())]
             tusers = np.unique(sup[USER].to_numpy())
             tasks.append(EvalTask("cold-both", f, k, tusers, sup, qry, ds.n_items, cold, cold_users=True))
-        revealed, _ = _reveal(inter[inter[USER].isin(train_users).to_numpy() & is_cold], reveal_share)
+        revealed, _ = reveal_earliest(inter[inter[USER].isin(train_users).to_numpy() & is_cold], reveal_share)
         valid = inter[inter[USER].isin(valid_users).to_numpy() & ~is_cold]
         yield Fold("cold-both", f, ds.with_interactions(train), valid_users, cold, tasks, valid, revealed)
 

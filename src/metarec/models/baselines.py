@@ -19,7 +19,7 @@ from implicit.nearest_neighbours import CosineRecommender
 from implicit.utils import ParameterWarning
 from threadpoolctl import threadpool_limits
 
-from metarec.data.schema import ITEM, Dataset
+from metarec.data.schema import ITEM, USER, Dataset
 from metarec.errors import DataError
 from metarec.models.base import Recommender, UserState, pack_csr, unpack_csr
 
@@ -72,8 +72,21 @@ class PopularityRecommender(Recommender):
         return np.tile(_cols(self.popularity_, items), (state.history.shape[0], 1))
 
 
+def _with_revealed(train: sp.csr_matrix, revealed: pd.DataFrame | None) -> sp.csr_matrix:
+    """The training matrix plus one entry per revealed early-adopter interaction (users x items)."""
+    if revealed is None or not len(revealed):
+        return train
+    m = sp.csr_matrix((np.ones(len(revealed), np.float32), (revealed[USER].to_numpy(), revealed[ITEM].to_numpy())),
+                      shape=train.shape)  # fmt: skip
+    return sp.csr_matrix(train + m)
+
+
 class ItemKNNRecommender(Recommender):
-    """Cosine item-item neighbours (implicit's CosineRecommender); a user's items vote for theirs."""
+    """Cosine item-item neighbours (implicit's CosineRecommender); a user's items vote for theirs.
+
+    Where a cold-item split reveals early adopters (`revealed`), their interactions join the item-item
+    similarities (never the users' histories), so a new item's neighbours are what its early adopters
+    also used: item-KNN then ranks new items, as popularity does from their counts."""
 
     name = "itemknn"
 
@@ -86,16 +99,18 @@ class ItemKNNRecommender(Recommender):
         knn = CosineRecommender(K=self.neighbours, num_threads=self.num_threads)
         with warnings.catch_warnings():  # implicit's own normalize() hands itself a COO matrix
             warnings.simplefilter("ignore", ParameterWarning)
-            knn.fit(self.train_matrix_, show_progress=False)
+            knn.fit(_with_revealed(self.train_matrix_, revealed), show_progress=False)
+        self.supports_cold_items = revealed is not None and len(revealed) > 0
         self.similarity_ = knn.similarity.tocsr().astype(np.float32)
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         out: dict[str, np.ndarray] = {}
         pack_csr("similarity", self.similarity_, out)
-        return out, {}
+        return out, {"supports_cold_items": self.supports_cold_items}
 
     def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         self.similarity_ = unpack_csr("similarity", arrays)
+        self.supports_cold_items = bool(extra.get("supports_cold_items", False))
 
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
         sim = self.similarity_ if items is None else self.similarity_[:, items]

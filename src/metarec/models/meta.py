@@ -21,12 +21,20 @@ import scipy.sparse as sp
 import torch
 
 from metarec import metrics as M
-from metarec.data.schema import USER, Dataset
+from metarec.data.schema import ITEM, USER, Dataset
 from metarec.errors import ConfigError
 from metarec.features import TextSource, Tower, build_sources
 from metarec.meta.algorithms import Algorithm, Batch, InnerLoop, Net, adapt_keys, batch_logits, build_algorithm
-from metarec.meta.scorer import Params, init_params, init_set_encoder, item_table, start_vector
+from metarec.meta.scorer import (
+    Params,
+    init_params,
+    init_set_encoder,
+    item_table,
+    multinomial_nll,
+    start_vector,
+)
 from metarec.meta.tasks import EpisodeSampler, split_rows, time_rank_matrix
+from metarec.meta.warmup import Adopters, apply_warmup, earliest_adopters, init_item_warmup, reveal_matrix
 from metarec.models.base import Recommender, UserState
 from metarec.training import Callback, EarlyStopping, History, Trainer
 
@@ -52,6 +60,10 @@ class MetaRecommender(Recommender):
         inner_reg: float = 0.0,
         shot_gamma: float = 0.0,
         set_encoder: bool = False,
+        item_warmup: float = 0.0,
+        warmup_epochs: int = 20,
+        warmup_items: float = 0.2,
+        warmup_lr: float = 0.01,
         meta_batch: int = 32,
         epochs: int = 80,
         lr: float = 1e-3,
@@ -81,6 +93,10 @@ class MetaRecommender(Recommender):
         self.inner_reg = inner_reg
         self.shot_gamma = shot_gamma
         self.set_encoder = set_encoder  # the start vector also reads the support items (amortised)
+        self.item_warmup = item_warmup  # > 0: new items learn from their early adopters (`meta/warmup.py`)
+        self.warmup_epochs = warmup_epochs  # second phase: only the warm-up weights learn, the rest frozen
+        self.warmup_items = warmup_items  # share of training items kept from the base network to play launches
+        self.warmup_lr = warmup_lr
         self.meta_batch = meta_batch
         self.epochs = epochs
         self.lr = lr
@@ -113,6 +129,15 @@ class MetaRecommender(Recommender):
         items = self._item_tower()
         if not items.sources:
             raise ConfigError("item_features is empty: items need some representation (e.g. text = {} or id = {})")
+        if not 0.0 <= self.item_warmup < 1.0:
+            raise ConfigError(f"item_warmup is the share of each item's earliest users that simulates its launch "
+                              f"in training: in [0, 1), got {self.item_warmup}")  # fmt: skip
+        if not 0.0 < self.warmup_items < 1.0:
+            raise ConfigError(f"warmup_items is the share of training items that simulate launches: in (0, 1), "
+                              f"got {self.warmup_items}")  # fmt: skip
+        if self.item_warmup and not items.learned_table:
+            raise ConfigError("item_warmup needs the item ID residual (item_features.id = {}): warm items are "
+                              "told apart from new ones by it")  # fmt: skip
         self._user_tower()
 
     def _item_tower(self) -> Tower:
@@ -156,15 +181,24 @@ class MetaRecommender(Recommender):
         self.algorithm_: Algorithm = build_algorithm(self.algorithm)
         self.items_ = self._item_tower().fit(train, revealed)
         self.users_ = self._user_tower().fit(train)
-        counts = np.asarray(self.train_matrix_.sum(axis=0)).ravel()
+        self.warmup_: tuple[torch.Tensor, torch.Tensor] | None = None  # new items' adopter taste and count
+        # with the warm-up, some training items are kept from the base network: they play new items in
+        # the second phase (items it trained on are not new to it: their text path knows their popularity)
+        launch = self._launch_items(train) if self.item_warmup else np.zeros(0, np.int64)
+        base = (
+            train.with_interactions(train.interactions[~train.interactions[ITEM].isin(launch)])
+            if len(launch)
+            else train
+        )
+        counts = np.asarray(base.matrix().sum(axis=0)).ravel()
         self.warm_ = torch.from_numpy(((counts > 0) & self.items_.learned_table).astype(np.float32))
-        theta = self._init_theta(train, counts)
+        theta = self._init_theta(base, counts)
         self.lrs_ = {k: torch.full(theta["user_init"].shape if k == "u" else theta[k].shape, float(self.inner_lr),
                                    requires_grad=self.algorithm_.learns_inner_lr)
                      for k in adapt_keys(self.adapt_params)}  # fmt: skip
         self.extra_ = {k: v.requires_grad_() for k, v in self.algorithm_.init_extra(train.n_users, self.dim).items()}
         self.theta_ = {k: v.requires_grad_() for k, v in theta.items()}
-        step = _MetaStep(self, train, valid)
+        step = _MetaStep(self, base, valid)
         # the cold-user score measures the shared weights only: training users' own vectors (global,
         # finetune) keep their last values rather than those of the best epoch
         early = EarlyStopping(lambda: self._valid_score(*step.valid), self.patience, monitor="valid_ndcg@10",
@@ -172,6 +206,8 @@ class MetaRecommender(Recommender):
         callbacks = [early, *self._callbacks, History(self.verbose)]
         trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks, wrap_optimizer=self._wrap_optimizer)
         result = trainer.fit(step)
+        if self.item_warmup:
+            self._train_warmup(train, launch, revealed)
         for d in (self.theta_, self.lrs_, self.extra_):
             for v in d.values():
                 v.requires_grad_(False)
@@ -184,11 +220,55 @@ class MetaRecommender(Recommender):
         }
         self._cache_items()
 
+    def _adapt_all(self, history: sp.csr_matrix, E: torch.Tensor, b: torch.Tensor, chunk: int = 512) -> Params:
+        """Every user's fast weights from `history` (users x items) over the item table (E, b)."""
+        theta = {k: v.detach() for k, v in self.theta_.items()}
+        net = Net(theta, self.lrs_, self._inner(), E, b, {k: v.detach() for k, v in self.extra_.items()})
+        parts: list[Params] = []
+        with torch.no_grad():
+            for start in range(0, history.shape[0], chunk):
+                users = np.arange(start, min(start + chunk, history.shape[0]))
+                sup = torch.from_numpy((history[users].toarray() > 0).astype(np.float32))
+                u0 = start_vector(theta, len(users), self.users_.rows(users) if self.users_.matrices_ else None,
+                                  sup, E)  # fmt: skip
+                parts.append(self.algorithm_.adapt(net, sup, u0, users, True))
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def _launch_items(self, train: Dataset) -> np.ndarray:
+        counts = np.bincount(train.interactions.drop_duplicates([USER, ITEM])[ITEM], minlength=train.n_items)
+        eligible = np.flatnonzero(counts >= 2)  # an early adopter and at least one later user
+        rng = np.random.default_rng(self.seed + 31)
+        return np.sort(rng.choice(eligible, round(self.warmup_items * len(eligible)), replace=False))
+
+    def _train_warmup(self, train: Dataset, launch: np.ndarray, revealed: pd.DataFrame | None) -> None:
+        """Second phase, as in MWUF and MetaEmb: the base network is frozen and only the warm-up
+        weights learn, on the launch items it never saw, asked the way the cold-item protocol asks
+        (known users rank the new items). Then every item the base network did not train on gets its
+        shift: the launch items from all their training users, the cold items from their revealed
+        early adopters, if any."""
+        for k, v in self._trained().items():
+            v.requires_grad_(k.startswith("theta.warm_"))
+        new = np.zeros(train.n_items, np.float32)
+        new[launch] = 1.0
+        if self.warmup_epochs:
+            adopters = Adopters(sp.diags(new) @ earliest_adopters(train, self.item_warmup))
+            step = _WarmupStep(self, self.train_matrix_, torch.from_numpy(new), adopters)
+            Trainer(self.warmup_epochs, self.warmup_lr, 0.0, [History(self.verbose)]).fit(step)
+        reveal = sp.csr_matrix(sp.diags(new) @ self.train_matrix_.T)
+        if revealed is not None and len(revealed):
+            reveal = reveal + reveal_matrix(revealed, train.n_items, train.n_users)
+        self._cache_items()  # the trained tables; users are known by their training histories
+        fast = self._adapt_all(self.train_matrix_, *self.base_items_)
+        adopters = Adopters(reveal)
+        self.warmup_ = (adopters.taste(fast["u"]), adopters.count)
+
     def _init_theta(self, train: Dataset, counts: np.ndarray) -> Params:
         theta = init_params(train.n_items, self.dim, self.items_.dims, self.users_.dims, self.hidden, self.seed)
         theta["shot_gamma"] = torch.tensor(float(self.shot_gamma))
         if self.set_encoder:
             theta.update(init_set_encoder(self.dim))
+        if self.item_warmup:
+            theta.update(init_item_warmup(self.dim))
         if self.objective == "rating":  # start from the (shrunk) item means, the classic strong baseline
             sums = np.asarray(train.matrix(binary=False).sum(axis=0)).ravel()
             mu = sums.sum() / max(1.0, counts.sum())
@@ -222,16 +302,26 @@ class MetaRecommender(Recommender):
         return float(np.mean(out)) if out else 0.0
 
     # ------------------------------------------------------------------ inference
-    def _net(self) -> Net:
-        """The fitted network over the cached catalogue item table, detached for inference."""
+    def _net(self, adapting: bool = False) -> Net:
+        """The fitted network over the cached catalogue item table, detached for inference.
+
+        Users adapt over the table without the new items' warm-up shift (as in training, where the
+        shift is learned after the users' vectors): a large shift would otherwise dominate the inner
+        loop's softmax and push every user away from the new items."""
         theta = {k: v.detach() for k, v in self.theta_.items()}
         extra = {k: v.detach() for k, v in self.extra_.items()}
-        return Net(theta, self.lrs_, self._inner(), self.item_E_, self.item_b_, extra)
+        E, b = self.base_items_ if adapting else (self.item_E_, self.item_b_)
+        return Net(theta, self.lrs_, self._inner(), E, b, extra)
 
     def _cache_items(self) -> None:
         with torch.no_grad():
             theta = {k: v.detach() for k, v in self.theta_.items()}
             self.item_E_, self.item_b_ = item_table(theta, self.items_.rows(), self.warm_)
+            self.base_items_ = (self.item_E_, self.item_b_)
+            if getattr(self, "warmup_", None) is not None:
+                assert self.warmup_ is not None
+                self.item_E_, self.item_b_ = apply_warmup(theta, self.item_E_, self.item_b_, *self.warmup_,
+                                                          1.0 - self.warm_)  # fmt: skip
 
     def _user_feats(self, users: np.ndarray | None, profile: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         if profile is not None:
@@ -241,7 +331,7 @@ class MetaRecommender(Recommender):
     def _adapt_dense(self, sup: np.ndarray, users: np.ndarray | None, known: bool,
                      profile: dict[str, torch.Tensor] | None = None,
                      added: tuple[np.ndarray, np.ndarray] | None = None) -> Params:  # fmt: skip
-        net = self._net()
+        net = self._net(adapting=True)
         if added is not None:  # items placed after training join the table the inner loop ranks over
             net.E = torch.cat([net.E, torch.from_numpy(np.asarray(added[0], np.float32))])
             net.b = torch.cat([net.b, torch.from_numpy(np.asarray(added[1], np.float32))])
@@ -344,6 +434,8 @@ class MetaRecommender(Recommender):
                     raise ConfigError(f"a model with a TF-IDF text source ({s.side}_features.{s.name}) cannot be "
                                       "saved: its vocabulary is refitted per corpus; use a language model")  # fmt: skip
         arrays: dict[str, np.ndarray] = {"warm": self.warm_.numpy()}
+        if self.warmup_ is not None:
+            arrays.update({"warmup_taste": self.warmup_[0].numpy(), "warmup_count": self.warmup_[1].numpy()})
         arrays.update({k: v.detach().numpy() for k, v in self._trained().items()})
         extra: dict[str, Any] = {}
         for side, tower in (("item", self.items_), ("user", self.users_)):
@@ -359,6 +451,8 @@ class MetaRecommender(Recommender):
         self.algorithm_ = build_algorithm(self.algorithm)
         self.theta_, self.lrs_, self.extra_ = group("theta"), group("lr"), group("extra")
         self.warm_ = torch.from_numpy(arrays["warm"])
+        self.warmup_ = ((torch.from_numpy(arrays["warmup_taste"]), torch.from_numpy(arrays["warmup_count"]))
+                        if "warmup_taste" in arrays else None)  # fmt: skip
         item_arrays = {k: v.numpy() for k, v in group("item_features").items()}
         user_arrays = {k: v.numpy() for k, v in group("user_features").items()}
         self.items_ = self._item_tower().load(item_arrays, extra["item_features"])
@@ -448,6 +542,56 @@ class _MetaStep:
             for k, v in self.m._trained().items():
                 if k in state:
                     v.copy_(state[k])
+
+
+class _WarmupStep:
+    """The warm-up phase's side of the loop (see `meta/warmup.py`): the launch items play new items.
+    Every user is adapted once, with the frozen network, on their history without them; a batch of
+    users then ranks the launch items they used (apart from those they adopted early) among the
+    launch items only. Only the warm-up weights learn."""
+
+    def __init__(self, model: MetaRecommender, history: sp.csr_matrix, new: torch.Tensor, adopters: Adopters) -> None:
+        self.m, self.new, self.adopters = model, new, adopters
+        self.keys = [k for k in model.theta_ if k.startswith("warm_")]
+        self.hist = sp.csr_matrix(history > 0, dtype=np.float32)
+        self.target = sp.csr_matrix(self.hist @ sp.diags(new.numpy()) - adopters.reveal.T.multiply(self.hist))
+        self.target.eliminate_zeros()
+        self.users = np.flatnonzero(np.diff(self.target.indptr) > 0)
+        known = sp.csr_matrix(self.hist @ sp.diags(1.0 - new.numpy()))
+        known.eliminate_zeros()
+        model._cache_items()
+        self.E0, self.b0 = model.base_items_
+        self.fast = model._adapt_all(known, self.E0, self.b0)
+        self.taste = adopters.taste(self.fast["u"])
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.m.theta_[k] for k in self.keys]
+
+    def batches(self, epoch: int) -> Iterator[np.ndarray]:
+        perm = np.random.default_rng(self.m.seed + 10_000 + epoch).permutation(self.users)
+        for start in range(0, len(perm), self.m.meta_batch):
+            yield perm[start : start + self.m.meta_batch]
+
+    def loss(self, bu: np.ndarray, index: int, epoch: int) -> torch.Tensor:
+        m, theta = self.m, self.m.theta_
+        E, b = apply_warmup(theta, self.E0, self.b0, self.taste, self.adopters.count, self.new)
+        fast = {k: v[torch.from_numpy(bu)] for k, v in self.fast.items()}
+        lg = batch_logits(fast, Net(theta, m.lrs_, m._inner(), E, b, m.extra_))
+        target = torch.from_numpy(self.target[bu].toarray())
+        # every user weighs the same, as in the per-user metrics (a heavy user's long tail of new
+        # items would otherwise flatten the popularity slope)
+        return multinomial_nll(lg, target, exclude=(1.0 - self.new).expand_as(target)).mean()
+
+    def after_update(self) -> None:
+        pass
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {k: self.m.theta_[k].detach().clone() for k in self.keys}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for k in self.keys:
+                self.m.theta_[k].copy_(state[k])
 
 
 __all__ = ["DEFAULT_ITEM_FEATURES", "MetaRecommender"]
