@@ -23,6 +23,7 @@ DEFAULT = [
     "configs/ml-100k-ablation.toml",
     "configs/ml-100k-explicit.toml",
     "configs/amazon-mi-meta.toml",
+    "configs/ml-100k-items.toml",
 ]
 
 
