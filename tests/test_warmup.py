@@ -87,5 +87,7 @@ def test_bad_warmup_configs():
         build_model("meta", {"item_warmup": 1.5})
     with pytest.raises(ConfigError, match="ID residual"):
         build_model("meta", {"item_warmup": 0.1, "item_features": {"text": {}}})
+    with pytest.raises(ConfigError, match="ranking objective"):
+        build_model("meta", {"item_warmup": 0.1, "objective": "rating"})
     with pytest.raises(ConfigError, match="warmup_items"):
         build_model("meta", {"item_warmup": 0.1, "warmup_items": 0.0})

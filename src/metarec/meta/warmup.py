@@ -30,7 +30,8 @@ from metarec.meta.scorer import Params
 
 
 def init_item_warmup(dim: int) -> Params:
-    """Zero shift and a unit slope on log counts: training starts from 'popularity among new items'."""
+    """No shift, a unit slope on log counts, features at full weight: training starts from the
+    launch-day model plus the early adopters' count."""
     return {"warm_W": torch.zeros(dim, dim), "warm_kappa": torch.tensor(1.0), "warm_beta": torch.tensor(1.0),
             "warm_c": torch.tensor(0.0), "warm_s": torch.tensor(0.0)}  # fmt: skip
 

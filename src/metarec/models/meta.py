@@ -135,6 +135,9 @@ class MetaRecommender(Recommender):
         if not 0.0 < self.warmup_items < 1.0:
             raise ConfigError(f"warmup_items is the share of training items that simulate launches: in (0, 1), "
                               f"got {self.warmup_items}")  # fmt: skip
+        if self.item_warmup and self.objective != "ranking":
+            raise ConfigError("item_warmup learns with the ranking objective (new items ranked by who used them); "
+                              "drop it or use objective = 'ranking'")  # fmt: skip
         if self.item_warmup and not items.learned_table:
             raise ConfigError("item_warmup needs the item ID residual (item_features.id = {}): warm items are "
                               "told apart from new ones by it")  # fmt: skip
