@@ -539,3 +539,35 @@ def test_adapted_states_in_memory_are_bounded(artifact, tmp_path):
         _, fresh = service._adapt(s, service._user(s, "a"))
     assert np.allclose(service._state("a")[1], fresh, atol=1e-6)
     service.store.engine.dispose()
+
+
+def test_items_added_at_serve_time_warm_up_from_their_first_users(synth, tmp_path):
+    """With a warm-up model, likes on a new item move its index row toward its adopters' taste: the
+    item's score rises for users like them more than for the others, and a restart rebuilds it."""
+    from metarec.models import build_model
+    from metarec.serve.service import RecommenderService
+    from metarec.models.io import save_model
+
+    features = {"text": {"template": "{title}. {description}"}, "id": {}}
+    params = {"epochs": 6, "dim": 16, "item_features": features, "item_warmup": 0.2, "warmup_epochs": 20}
+    art = save_model(build_model("meta", params).fit(synth), tmp_path / "m", synth)
+    url = f"sqlite:///{tmp_path / 'warm.db'}"
+    service = RecommenderService(art, url)
+    service.add_items([{"id": "new1", "title": "Untitled", "text": "A film."}])  # no topic words
+    item = len(service.item_ids) - 1
+    fav, ids = synth.users["favourite_topic"].to_numpy(), synth.users["user_id"].to_numpy()
+    fans, others = ids[fav == 0], ids[fav != 0]
+    adopters, alike, unlike = fans[:8], fans[8:20], others[:20]
+    for u in [*adopters, *alike, *unlike]:
+        service.create_user(u, None)
+
+    def mean_score(users) -> float:
+        return float(np.mean([service.index.vectors[item] @ service._state(u)[1] for u in users]))
+
+    before = mean_score(alike), mean_score(unlike)
+    for u in adopters:
+        service.add_interactions(u, [{"item": "new1", "kind": "like"}])
+    after = mean_score(alike), mean_score(unlike)
+    assert after[0] > before[0] and after[0] - before[0] > after[1] - before[1], (before, after)
+    again = RecommenderService(art, url)
+    assert np.allclose(again.index.vectors[item], service.index.vectors[item], atol=1e-5)

@@ -4,10 +4,10 @@ On launch day an item is known by its features only (e_i = sum_s X_si W_s). Once
 arrive, *who* they are says more than how many: the item's vector is shifted toward their adapted
 user vectors, and its bias learns from their count,
 
-    t_i = mean_{a in A_i} u_a                           (A_i: early adopters, u_a: their adapted vectors)
+    t_i = mean_{a in A_i} h_a                   (A_i: early adopters, h_a: their adapted final vectors)
     e_i <- s e_i + g_i W_warm t_i,    b_i <- s b_i + beta log(1 + n_i) + c,    g_i = n_i / (n_i + kappa)
 
-so a user scores the item by how much they look like its early adopters (u . W t_i), in the space
+so a user scores the item by how much they look like its early adopters (h . W t_i), in the space
 the network learned for users; s = exp(warm_s) sets how far the features still count once users
 speak. W_warm, kappa, beta, c and s are learned in a second phase with the base network frozen (as
 MWUF and MetaEmb do), on simulated launches: a share of the training items is kept from the base

@@ -214,3 +214,9 @@ class Servable(Protocol):
     def item_text(self) -> Any: ...
 
     def known_items(self, user: int) -> np.ndarray: ...
+
+    @property
+    def learns_from_adopters(self) -> bool: ...
+
+    def warm_up(self, E: np.ndarray, b: np.ndarray, taste: np.ndarray, count: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]: ...  # fmt: skip

@@ -263,7 +263,7 @@ class MetaRecommender(Recommender):
         self._cache_items()  # the trained tables; users are known by their training histories
         fast = self._adapt_all(self.train_matrix_, *self.base_items_)
         adopters = Adopters(reveal)
-        self.warmup_ = (adopters.taste(fast["u"]), adopters.count)
+        self.warmup_ = (adopters.taste(self._final(fast)), adopters.count)
 
     def _init_theta(self, train: Dataset, counts: np.ndarray) -> Params:
         theta = init_params(train.n_items, self.dim, self.items_.dims, self.users_.dims, self.hidden, self.seed)
@@ -391,7 +391,9 @@ class MetaRecommender(Recommender):
 
     def query_vector(self, state: UserState) -> np.ndarray:
         """The users' final vectors h (after the decision layers): scores are item_vectors() . h + b."""
-        fast = state.payload
+        return self._final(state.payload).numpy()
+
+    def _final(self, fast: Params) -> torch.Tensor:
         theta = {k: v.detach() for k, v in self.theta_.items()}
         h = fast["u"]
         if "W1" in fast or "W1" in theta:
@@ -399,7 +401,26 @@ class MetaRecommender(Recommender):
                 fast[k] if k in fast else theta[k].expand(h.shape[0], *theta[k].shape) for k in ("W1", "a1", "W2")
             )
             h = h + torch.einsum("bdh,bh->bd", W2, torch.relu(torch.einsum("bhd,bd->bh", W1, h) + a1))
-        return h.numpy()
+        return h
+
+    @property
+    def learns_from_adopters(self) -> bool:
+        """Whether new items move toward their early adopters (the model was fitted with `item_warmup`)."""
+        return "warm_W" in self.theta_
+
+    def warm_up(self, E: np.ndarray, b: np.ndarray, taste: np.ndarray, count: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """New items' (E, b) once their first users are known: `taste` is the mean final vector
+        (`query_vector`) of each item's early adopters, `count` how many they are (see `meta/warmup.py`)."""
+        if not self.learns_from_adopters:
+            return E, b
+        theta = {k: v.detach() for k, v in self.theta_.items()}
+        with torch.no_grad():
+            E2, b2 = apply_warmup(theta, torch.from_numpy(np.asarray(E, np.float32)),
+                                  torch.from_numpy(np.asarray(b, np.float32)),
+                                  torch.from_numpy(np.asarray(taste, np.float32)),
+                                  torch.from_numpy(np.asarray(count, np.float32)), torch.ones(len(b)))  # fmt: skip
+        return E2.numpy(), b2.numpy()
 
     def item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(E, b) of the catalogue the model was trained on."""
@@ -565,7 +586,7 @@ class _WarmupStep:
         model._cache_items()
         self.E0, self.b0 = model.base_items_
         self.fast = model._adapt_all(known, self.E0, self.b0)
-        self.taste = adopters.taste(self.fast["u"])
+        self.taste = adopters.taste(model._final(self.fast))
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.m.theta_[k] for k in self.keys]

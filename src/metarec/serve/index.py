@@ -19,8 +19,9 @@ class RowBuffer:
     """Rows appended in amortised O(1) time into a buffer that grows by a quarter at a time.
 
     Appending with np.vstack copies the whole matrix per new item, and the freed copies fragment the
-    heap (the service's RSS crept up under a soak). Rows once written never change, so a `view`
-    taken earlier stays valid for a reader that holds it while others append."""
+    heap (the service's RSS crept up under a soak). Appends never move rows a reader sees, so a `view`
+    taken earlier stays valid while others append; `set` rewrites rows in place (callers hold the
+    lock readers search under)."""
 
     def __init__(self, rows: np.ndarray) -> None:
         self._buf = np.ascontiguousarray(rows)
@@ -43,6 +44,12 @@ class RowBuffer:
         self._buf[self._n : n] = rows
         self._n = n
         return self.view
+
+    def set(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Rewrite existing rows."""
+        if len(ids) and (np.min(ids) < 0 or np.max(ids) >= self._n):
+            raise IndexError(f"rows {ids} outside 0..{self._n - 1}")
+        self._buf[ids] = rows
 
 
 class ItemIndex:
@@ -89,6 +96,14 @@ class ItemIndex:
         elif len(self.vectors) >= self.exact_below:
             self._build()
         return ids
+
+    def update(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the vectors of indexed items (a new item warming up from its first users)."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        ids = np.asarray(ids, dtype=np.int64)
+        self._rows.set(ids, vectors)
+        if self.hnsw is not None:  # hnswlib updates an existing label in place
+            self.hnsw.add_items(vectors, ids)
 
     def search(self, query: np.ndarray, k: int, exclude: set[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k ids and scores for one query vector, best first, skipping `exclude`."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,8 @@ from metarec.serve.index import ItemIndex, RowBuffer
 from metarec.serve.storage import Interaction, Item, ServiceMeta, Store, User, display_url
 
 POSITIVE = {"click", "like"}
+#: a new item warms up from its first users with a positive event, at most this many
+EARLY_ADOPTERS = 50
 KINDS = {"click", "like", "dislike", "rating"}
 _WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
 _STOP = {"with", "that", "this", "from", "have", "like", "enjoy", "love", "about", "their", "they", "them",
@@ -84,13 +86,13 @@ class RecommenderService:
         )
         self.added: tuple[np.ndarray, np.ndarray] = (self._added_E.view, self._added_b.view)
         self.text_index = ItemIndex(text, exact_below=exact_below)
-        self._load_added_items()
         # user id -> (state, query vector), least recently used first; a user pushed out is re-adapted from
         # the database on their next request, so memory stays bounded however many users come by
         self.states: OrderedDict[int, tuple[UserState, np.ndarray]] = OrderedDict()
         self.max_cached_users = max_cached_users
         self.user_index: dict[str, int] = {}  # external -> database id (ids never change once created)
         self.profiles: dict[str, np.ndarray] = {}  # profile text -> its vector
+        self._load_added_items()  # and warms them up from their first users (reads user states)
 
     @property
     def text_vectors(self) -> np.ndarray:
@@ -148,6 +150,7 @@ class RecommenderService:
             records = pd.DataFrame([{"title": r.title, **json.loads(r.fields or "{}")} for r in added])
             rows = self._embed(records, [r.text for r in added])
             self._index_new([r.id for r in added], [r.external_id for r in added], [r.title for r in added], *rows)
+            self._warm_items({r.id for r in added})
 
     def _embed(self, records: pd.DataFrame, texts: list[str]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
@@ -253,7 +256,41 @@ class RecommenderService:
             prior = cached[0].payload if cached is not None and cached[0].payload["version"] == last else None
             state = self._adapt(s, user, rows, prior)  # in the transaction: if it fails, nothing is stored
         self._remember(external, user.id, state)
+        self._warm_items({r.item_id for r in rows if r.item_id >= self.model.n_items_})
         return len(rows)
+
+    def _warm_items(self, items: set[int]) -> None:
+        """Items added after training move toward their first users (models fitted with `item_warmup`):
+        each one's vector is recomputed from its text vector and the mean adapted vector of its first
+        `EARLY_ADOPTERS` users with a positive event. Users still adapt over the text vectors
+        (`self.added`), as the model does; only the ranking index changes."""
+        if not items or not self.model.learns_from_adopters:
+            return
+        positive = or_(Interaction.kind.in_(POSITIVE), and_(Interaction.kind == "rating", Interaction.rating >= 4))
+        with self.store.session_scope() as s:
+            rows = s.execute(
+                select(Interaction.item_id, User.external_id)
+                .join(User, User.id == Interaction.user_id)
+                .where(Interaction.item_id.in_(sorted(items)), positive)
+                .order_by(Interaction.id)
+            ).all()
+        adopters: dict[int, list[str]] = {}
+        for item, external in rows:
+            first = adopters.setdefault(item, [])
+            if external not in first and len(first) < EARLY_ADOPTERS:
+                first.append(external)
+        if not adopters:
+            return
+        ids = np.array(sorted(adopters), np.int64)
+        dim = self.added[0].shape[1]
+        # each adopter's state comes from the LRU (or one re-adaptation); at most EARLY_ADOPTERS per item
+        taste = np.stack([np.mean([self._state(u)[1][:dim] for u in adopters[int(i)]], axis=0) for i in ids])
+        count = np.array([len(adopters[int(i)]) for i in ids], np.float32)
+        E_text, b_text = self.added
+        rel = ids - self.model.n_items_
+        E, b = self.model.warm_up(E_text[rel], b_text[rel], taste, count)
+        with self.lock:
+            self.index.update(ids, self._index_rows(E, b, self.text_vectors[ids]))
 
     def _adapt(self, s: Session, user: User, new: list[Interaction] | None = None, prior: dict | None = None
                ) -> tuple[UserState, np.ndarray]:  # fmt: skip
