@@ -545,8 +545,8 @@ def test_items_added_at_serve_time_warm_up_from_their_first_users(synth, tmp_pat
     """With a warm-up model, likes on a new item move its index row toward its adopters' taste: the
     item's score rises for users like them more than for the others, and a restart rebuilds it."""
     from metarec.models import build_model
-    from metarec.serve.service import RecommenderService
     from metarec.models.io import save_model
+    from metarec.serve.service import RecommenderService
 
     features = {"text": {"template": "{title}. {description}"}, "id": {}}
     params = {"epochs": 6, "dim": 16, "item_features": features, "item_warmup": 0.2, "warmup_epochs": 20}
