@@ -571,3 +571,18 @@ def test_items_added_at_serve_time_warm_up_from_their_first_users(synth, tmp_pat
     assert after[0] > before[0] and after[0] - before[0] > after[1] - before[1], (before, after)
     again = RecommenderService(art, url)
     assert np.allclose(again.index.vectors[item], service.index.vectors[item], atol=1e-5)
+
+
+@pytest.mark.parametrize("exact_below", [10_000, 100])
+def test_index_update_replaces_a_row_exactly_and_in_hnsw(exact_below):
+    from metarec.serve.index import ItemIndex
+
+    rng = np.random.default_rng(0)
+    index = ItemIndex(rng.normal(size=(300, 8)).astype(np.float32), exact_below=exact_below)
+    assert index.approximate == (exact_below == 100)
+    q = rng.normal(size=8).astype(np.float32)
+    index.update(np.array([5]), 10 * q)
+    ids, scores = index.search(q, 3)
+    assert ids[0] == 5 and np.isclose(scores[0], 10 * q @ q, rtol=1e-4)
+    with pytest.raises(IndexError):
+        index.update(np.array([300]), q)
