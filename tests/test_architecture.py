@@ -26,7 +26,7 @@ SRC = ROOT / "src" / "metarec"
 LAYERS = {
     "errors": 0, "utils": 0, "metrics": 0,
     "data": 1,
-    "text": 2, "features": 3,
+    "text": 2, "llm": 2, "features": 3,
     "meta": 4, "training": 4,
     "models": 5,
     "eval": 6, "serve": 6,

