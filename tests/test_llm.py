@@ -57,10 +57,10 @@ def test_the_check_refuses_what_the_data_does_not_say(sentence, needle):
 
 
 def test_a_refused_sentence_is_replaced_by_the_template():
-    bad = GroundedExplainer(Fixed(", a crime thriller like Return of the Jedi."), TITLES, GENRES).explain(HISTORY, ITEM)
+    bad = GroundedExplainer(Fixed(" a crime thriller like Return of the Jedi."), TITLES, GENRES).explain(HISTORY, ITEM)
     assert bad.source == "template" and bad.violations
     assert bad.text.startswith("Because you liked Star Wars: The Empire Strikes Back")
-    good = GroundedExplainer(Fixed(", another sci-fi adventure."), TITLES, GENRES).explain(HISTORY, ITEM)
+    good = GroundedExplainer(Fixed(" another sci-fi adventure."), TITLES, GENRES).explain(HISTORY, ITEM)
     assert good.source == "llm" and good.violations == []
     assert good.text == "Because you liked Star Wars, you may enjoy The Empire Strikes Back, another sci-fi adventure."
 
@@ -150,3 +150,11 @@ def test_packaged_smollm2_explains_real_recommendations():
         assert e.violations and e.text == ex.template(HISTORY, ITEM)
     scores = lm.score("Name a space opera film:", ["Star Wars", "Toy Story"])
     assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
+def test_claims_outside_the_data_are_refused_even_without_a_title_or_genre():
+    ex = GroundedExplainer(None, TITLES, GENRES)
+    said = "Because you liked Star Wars, you may enjoy The Empire Strikes Back, by an Italian director."
+    assert any("'italian'" in p for p in ex.check(said, HISTORY, ITEM))
+    plain = "Because you liked Star Wars, you may enjoy The Empire Strikes Back, a classic 1980 sci-fi film."
+    assert ex.check(plain, HISTORY, ITEM) == []

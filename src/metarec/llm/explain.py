@@ -21,6 +21,17 @@ _TRAILING_ARTICLE = re.compile(r"^(.*), (the|a|an|la|le|les|il|el|der|die|das)$"
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{4,80})[\"“”]")  # double quotes only: titles hold apostrophes
 _SPACES = re.compile(r"\s+")
 MIN_TITLE_CHARS = 6  # shorter titles ("Heat", "Big") are common words: not matched as citations
+_WORDS = re.compile(r"[a-z0-9']+")
+#: words a sentence may use besides the titles and facts it cites: connectives and plain praise, no
+#: claims. Anything else ("an Italian director", "about a young woman") is a fact the data does not hold.
+_GENERIC_WORDS = (
+    "a an the and or but of with for to in on at by from as is are was it its it's this that which who "
+    "you your you'll you've may might will would also too both another other same similar like liked likes "
+    "enjoy enjoyed love loved because so if than more most very much just well great good fun classic "
+    "favourite favorite popular beloved acclaimed film films movie movies story stories one genre genres "
+    "year years kind type mix blend tale"
+)
+GENERIC = frozenset(_GENERIC_WORDS.split())
 
 
 class Generator(Protocol):
@@ -109,6 +120,13 @@ class GroundedExplainer:
             and not any(_mentions(liked.group(1), normalise_title(k.title)) for k in cited)
         ):
             problems.append("says the user liked the recommended item, which is not in their history")
+        said = [normalise_title(k.title) for k in allowed] + [v.lower() for k in allowed for vs in k.facts.values()
+                                                              for v in vs]  # fmt: skip
+        known_words = set(_WORDS.findall(" ".join(said)))
+        unknown = [w for w in dict.fromkeys(_WORDS.findall(text)) if w not in GENERIC and w not in known_words
+                   and not _YEAR.fullmatch(w)]  # fmt: skip
+        if unknown:
+            problems.append(f"says {', '.join(repr(w) for w in unknown[:5])}, which the data does not hold")
         own = {normalise_title(item.title)} | self._facts([item])
         if not any(_mentions(text, w) for w in own):
             problems.append("says nothing about the recommended item (neither its title nor a fact of it)")
@@ -144,7 +162,7 @@ class GroundedExplainer:
             return Explanation(self.template(history, item), "template", [], time.perf_counter() - t0)
         # the answer starts with a real citation and the item; the model writes what links them
         first, name = (natural_title(history[0].title) if history else ""), natural_title(item.title)
-        prefill = f"Because you liked {first}, you may enjoy {name}" if history else f"You may enjoy {name}"
+        prefill = f"Because you liked {first}, you may enjoy {name}," if history else f"You may enjoy {name},"
         raw = self.lm.generate(self.prompt(history, item), self.max_new_tokens, prefill=prefill)
         sentence = first_sentence(raw)
         problems = self.check(sentence, history, item)
