@@ -89,7 +89,7 @@ def main() -> int:
         opening = f"Because you liked {natural_title(history[0].title)}, you may enjoy {natural_title(item.title)}"
         extra = e.text[len(opening) :].strip(" .") if e.source == "llm" and e.text.startswith(opening) else ""
         for v in e.violations:
-            reasons[v.split("'")[0].split(",")[0].strip()] += 1
+            reasons[_reason(v)] += 1
         rows.append({"user": external, "item": item.title, "source": e.source, "text": e.text,
                      "violations": e.violations, "seconds": e.seconds, "llm_words": len(extra.split()),
                      "recheck": problems})  # fmt: skip
@@ -115,6 +115,24 @@ def main() -> int:
     (RESULTS / "explain.md").write_text(_markdown(summary, rows, out["versions"]))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+REASONS = (  # the checker's messages, grouped
+    ("which the data does not hold", "words the data does not hold (a claim)"),
+    ("is not a fact of the item", "a genre / field value of neither the item nor the user's items"),
+    ("not in the user's history", "a title outside the user's history"),
+    ("is not in the data", "a year not in the data"),
+    ("quotes", "quotes text that is neither a title nor a fact"),
+    ("says nothing about the recommended item", "nothing about the recommended item"),
+    ("cites none", "none of the user's items"),
+    ("says the user liked the recommended item", "claims the user liked the recommended item"),
+    ("words (at most", "too long"),
+    ("empty", "empty"),
+)
+
+
+def _reason(problem: str) -> str:
+    return next((label for needle, label in REASONS if needle in problem), problem)
 
 
 def _markdown(s: dict, rows: list[dict], v: dict) -> str:

@@ -36,3 +36,25 @@ def amazon_path() -> Path:
     if not AMAZON_MI.exists():
         pytest.skip(f"Amazon Musical Instruments file not found at {AMAZON_MI} (only on the team's machines)")
     return AMAZON_MI
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> str:
+    """A tiny randomly initialised Llama with a word-level tokenizer, saved like any local model."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = "<unk> <eos> because you liked may enjoy star wars the empire strikes back fargo a an film , . : ( )"
+    vocab = {w: i for i, w in enumerate(words.split())}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<eos>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      eos_token_id=1, pad_token_id=1, bos_token_id=1)  # fmt: skip
+    out = tmp_path_factory.mktemp("tiny-llm")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    fast.save_pretrained(out)
+    return str(out)

@@ -81,11 +81,14 @@ def fold(synth):
 
 
 @pytest.mark.parametrize("kind", sorted(REGISTRY))
-def test_clone_fit_and_state_round_trip(kind, fold, synth, tmp_path):
+def test_clone_fit_and_state_round_trip(kind, fold, synth, tmp_path, request):
     train = fold.train
     if kind == "itemmean":
         train = synth  # needs ratings: the synthetic data has them
-    model = build_model(kind, FAST.get(kind))
+    params = FAST.get(kind)
+    if kind.startswith("llm-"):  # a tiny random language model stands in for SmolLM2
+        params = {"llm": request.getfixturevalue("tiny_lm"), "candidates": 5, "base": {"type": "popularity"}}
+    model = build_model(kind, params)
     twin = clone(model)
     assert twin is not model and twin.get_params() == model.get_params()
     model.fit(train, valid=fold.valid, revealed=fold.revealed)

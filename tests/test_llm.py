@@ -65,28 +65,6 @@ def test_a_refused_sentence_is_replaced_by_the_template():
     assert good.text == "Because you liked Star Wars, you may enjoy The Empire Strikes Back, another sci-fi adventure."
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory) -> str:
-    """A tiny randomly initialised Llama with a word-level tokenizer, saved like any local model."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    words = "<unk> <eos> because you liked may enjoy star wars the empire strikes back fargo a an film , . : ( )"
-    vocab = {w: i for i, w in enumerate(words.split())}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<eos>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      eos_token_id=1, pad_token_id=1, bos_token_id=1)  # fmt: skip
-    out = tmp_path_factory.mktemp("tiny-llm")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    fast.save_pretrained(out)
-    return str(out)
-
-
 def test_scoring_with_the_shared_prompt_cache_equals_a_full_forward_pass(tiny_lm):
     import torch
 
@@ -158,3 +136,8 @@ def test_claims_outside_the_data_are_refused_even_without_a_title_or_genre():
     assert any("'italian'" in p for p in ex.check(said, HISTORY, ITEM))
     plain = "Because you liked Star Wars, you may enjoy The Empire Strikes Back, a classic 1980 sci-fi film."
     assert ex.check(plain, HISTORY, ITEM) == []
+
+
+def test_the_template_passes_the_check_it_stands_in_for():
+    ex = GroundedExplainer(None, TITLES, GENRES)
+    assert ex.check(ex.template(HISTORY, ITEM), HISTORY, ITEM) == []

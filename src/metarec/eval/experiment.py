@@ -23,7 +23,7 @@ from metarec.data.splits import Fold, make_folds
 from metarec.errors import ConfigError
 from metarec.eval.evaluate import TaskResult, evaluate_task
 from metarec.eval.stats import mean_ci, paired_bootstrap
-from metarec.models import TEXT_MODELS, Recommender, build_model
+from metarec.models import TEXT_MODELS, WRAPPERS, Recommender, build_model
 from metarec.utils import seed_everything
 
 
@@ -200,7 +200,7 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                     kind = mcfg.pop("type", display)
                     if kind in TEXT_MODELS:
                         mcfg["text"] = {**cfg["text"], **mcfg.get("text", {})}
-                    if kind == "rerank" and (mcfg.get("base") or {}).get("type") in TEXT_MODELS:  # the wrapped model
+                    if kind in WRAPPERS and (mcfg.get("base") or {}).get("type") in TEXT_MODELS:  # the wrapped model
                         mcfg["base"] = {**mcfg["base"], "text": {**cfg["text"], **mcfg["base"].get("text", {})}}
                     if cfg.get("num_threads") and kind in ("itemknn", "als", "bpr"):
                         mcfg.setdefault("num_threads", cfg["num_threads"])

@@ -29,7 +29,7 @@ _GENERIC_WORDS = (
     "you your you'll you've may might will would also too both another other same similar like liked likes "
     "enjoy enjoyed love loved because so if than more most very much just well great good fun classic "
     "favourite favorite popular beloved acclaimed film films movie movies story stories one genre genres "
-    "year years kind type mix blend tale"
+    "year years kind type mix blend tale close people"
 )
 GENERIC = frozenset(_GENERIC_WORDS.split())
 

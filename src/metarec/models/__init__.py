@@ -15,6 +15,7 @@ from metarec.models.baselines import (
     RandomRecommender,
 )
 from metarec.models.content import ContentKNNRecommender
+from metarec.models.llm_rerank import LLMRerankRecommender, LLMZeroShotRecommender
 from metarec.models.meta import MetaRecommender
 from metarec.models.rerank import TailRerankRecommender
 
@@ -28,9 +29,13 @@ REGISTRY: dict[str, type[Recommender]] = {
     "content": ContentKNNRecommender,
     "meta": MetaRecommender,
     "rerank": TailRerankRecommender,
+    "llm-rerank": LLMRerankRecommender,  # a generative LM re-ranks a retriever's candidates (metarec[llm])
+    "llm-zero-shot": LLMZeroShotRecommender,
 }
 #: models that read item / user text; the experiment hands them the config's [text] table
 TEXT_MODELS = {"content", "meta"}
+#: models that wrap another (`base = { type = ... }`): a text-reading base gets the [text] table too
+WRAPPERS = {"rerank", "llm-rerank", "llm-zero-shot"}
 
 
 def build_model(kind: str, params: dict[str, Any] | None = None, seed: int = 0) -> Recommender:
@@ -44,4 +49,4 @@ def build_model(kind: str, params: dict[str, Any] | None = None, seed: int = 0) 
         raise ConfigError(f"model {kind!r}: {exc}") from None
 
 
-__all__ = ["REGISTRY", "TEXT_MODELS", "Recommender", "UserState", "build_model"]
+__all__ = ["REGISTRY", "TEXT_MODELS", "WRAPPERS", "Recommender", "UserState", "build_model"]
