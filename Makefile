@@ -30,6 +30,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
+	$(BIN)/metarec llm fetch smollm2-135m
 	$(BIN)/python benchmarks/bench_embed.py
 	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_meta.py
@@ -37,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_soak.py
 	$(BIN)/python benchmarks/bench_tail.py
 	$(BIN)/python benchmarks/bench_query_set.py
+	$(BIN)/python benchmarks/bench_explain.py
 
 # ruff (incl. mccabe complexity, C90) and mypy; settings live in pyproject.toml
 lint: setup

@@ -24,6 +24,7 @@ DEFAULT = [
     "configs/ml-100k-explicit.toml",
     "configs/amazon-mi-meta.toml",
     "configs/ml-100k-items.toml",
+    "configs/ml-100k-llm-rerank.toml",  # needs `metarec llm fetch` (make bench runs it first)
 ]
 
 
