@@ -60,9 +60,9 @@ def test_a_refused_sentence_is_replaced_by_the_template():
     bad = GroundedExplainer(Fixed(" a crime thriller like Return of the Jedi."), TITLES, GENRES).explain(HISTORY, ITEM)
     assert bad.source == "template" and bad.violations
     assert bad.text.startswith("Because you liked Star Wars: The Empire Strikes Back")
-    good = GroundedExplainer(Fixed(" another sci-fi adventure."), TITLES, GENRES).explain(HISTORY, ITEM)
+    good = GroundedExplainer(Fixed(" a sci-fi adventure."), TITLES, GENRES).explain(HISTORY, ITEM)
     assert good.source == "llm" and good.violations == []
-    assert good.text == "Because you liked Star Wars, you may enjoy The Empire Strikes Back, another sci-fi adventure."
+    assert good.text == "Because you liked Star Wars, you may enjoy The Empire Strikes Back, a sci-fi adventure."
 
 
 def test_scoring_with_the_shared_prompt_cache_equals_a_full_forward_pass(tiny_lm):
@@ -134,10 +134,41 @@ def test_claims_outside_the_data_are_refused_even_without_a_title_or_genre():
     ex = GroundedExplainer(None, TITLES, GENRES)
     said = "Because you liked Star Wars, you may enjoy The Empire Strikes Back, by an Italian director."
     assert any("'italian'" in p for p in ex.check(said, HISTORY, ITEM))
-    plain = "Because you liked Star Wars, you may enjoy The Empire Strikes Back, a classic 1980 sci-fi film."
+    plain = "Because you liked Star Wars, you may enjoy The Empire Strikes Back, a 1980 sci-fi film."
     assert ex.check(plain, HISTORY, ITEM) == []
+    for claim in ("the most acclaimed film of 1980", "which you loved", "and, as you enjoyed the empire strikes back",
+                  "一部经典电影"):  # fmt: skip
+        said = f"Because you liked Star Wars, you may enjoy The Empire Strikes Back, {claim}."
+        assert ex.check(said, HISTORY, ITEM), claim
+    fans = [Known("Toy Story 2 (1999)", {"genres": ["Animation"]})]
+    toy = Known("Fargo (1996)", {"genres": ["Crime"]})
+    wide = GroundedExplainer(None, [*TITLES, "Toy Story 2 (1999)"], GENRES)
+    assert any("'toy story'" in p for p in wide.check("Because you liked Toy Story, you may enjoy Fargo.", fans, toy))
+    assert wide.check("Because you liked Toy Story 2, you may enjoy Fargo, a crime film.", fans, toy) == []
 
 
 def test_the_template_passes_the_check_it_stands_in_for():
     ex = GroundedExplainer(None, TITLES, GENRES)
     assert ex.check(ex.template(HISTORY, ITEM), HISTORY, ITEM) == []
+
+
+def test_llm_rerank_reorders_the_candidates_it_is_asked_about(tiny_lm, synth):
+    from metarec.data.splits import cold_user
+    from metarec.models import build_model
+
+    fold = next(cold_user(synth, shots=[5], n_folds=3, seed=0))
+    model = build_model("llm-rerank", {"llm": tiny_lm, "base": {"type": "popularity"}, "candidates": 8,
+                                       "weights": (3.0,)})  # fmt: skip
+    model.fit(fold.train, valid=fold.valid)
+    assert model.weight_ == 3.0 and set(model.fit_info_["weight_selection"]) == {"3.0"}
+    task = fold.tasks[0]
+    state = model.fold_in(task.history[:6], task.users[:6])
+    items = np.arange(40, 80)  # e.g. the cold items of a cold-item task: candidates come from these only
+    got, base = model.score_state(state, items), model.base_.score_state(state, items)
+    assert got.shape == (6, 40) and np.isfinite(got).all()
+    seen = state.history.toarray()[:, items] > 0
+    base = np.where(seen, -np.inf, base)  # candidates are never seen items
+    top_got, top_base = np.argsort(-got, 1)[:, :8], np.argsort(-base, 1)[:, :8]
+    eighth = np.sort(base, 1)[:, -8]
+    assert all((base[r, top_got[r]] >= eighth[r]).all() for r in range(6))  # the retriever's top 8...
+    assert (top_got != top_base).any()  # ...in the LM's order

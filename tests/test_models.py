@@ -72,8 +72,11 @@ def test_bpr_fold_in_ranks_support_neighbourhood(synth):
 
 
 @pytest.mark.parametrize("kind", sorted(REGISTRY))
-def test_interface(synth, kind):
-    m = build_model(kind, FAST.get(kind))
+def test_interface(synth, kind, request):
+    params = FAST.get(kind)
+    if kind.startswith("llm-"):  # a tiny random language model stands in for SmolLM2
+        params = {"llm": request.getfixturevalue("tiny_lm"), "candidates": 8}
+    m = build_model(kind, params)
     with pytest.raises(NotFittedError):
         m.recommend(0)
     m.fit(synth)

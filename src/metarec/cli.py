@@ -363,7 +363,9 @@ def serve(
             "a directory or a Hugging Face id"
         ),
     ] = None,
-    llm_threads: Annotated[int, typer.Option(min=1, help="CPU threads of the generative LM")] = 1,
+    llm_threads: Annotated[
+        int, typer.Option(min=1, help="CPU threads of the generative LM (torch's setting: the whole process)")
+    ] = 1,
 ) -> None:
     """Serve recommendations over HTTP: REST API, OpenAPI docs at /docs, a web page at /."""
     url = db or f"sqlite:///{artifact / 'metarec.db'}"

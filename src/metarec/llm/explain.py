@@ -21,15 +21,14 @@ _TRAILING_ARTICLE = re.compile(r"^(.*), (the|a|an|la|le|les|il|el|der|die|das)$"
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{4,80})[\"“”]")  # double quotes only: titles hold apostrophes
 _SPACES = re.compile(r"\s+")
 MIN_TITLE_CHARS = 6  # shorter titles ("Heat", "Big") are common words: not matched as citations
-_WORDS = re.compile(r"[a-z0-9']+")
+_WORDS = re.compile(r"[\w']+")  # any script: a word in Chinese is checked like one in English
 #: words a sentence may use besides the titles and facts it cites: connectives and plain praise, no
 #: claims. Anything else ("an Italian director", "about a young woman") is a fact the data does not hold.
 _GENERIC_WORDS = (
     "a an the and or but of with for to in on at by from as is are was it its it's this that which who "
-    "you your you'll you've may might will would also too both another other same similar like liked likes "
-    "enjoy enjoyed love loved because so if than more most very much just well great good fun classic "
-    "favourite favorite popular beloved acclaimed film films movie movies story stories one genre genres "
-    "year years kind type mix blend tale close people"
+    "you your you'll you've may might will would also too both other similar like liked likes "
+    "enjoy enjoyed love loved because so if than more very much just well great good fun "
+    "favourite favorite film films movie movies story stories one kind type mix blend tale close"
 )
 GENERIC = frozenset(_GENERIC_WORDS.split())
 
@@ -47,7 +46,7 @@ class Known:
 
     @property
     def year(self) -> str | None:
-        m = _YEAR.search(self.title)
+        m = re.search(r"\((1[89]\d\d|20\d\d)\)\s*$", self.title)  # '2001: A Space Odyssey (1968)' -> 1968
         return m.group(1) if m else None
 
 
@@ -95,10 +94,11 @@ class GroundedExplainer:
             problems.append(f"{len(words)} words (at most {self.max_words})")
         allowed = [item, *history]
         allowed_titles = {normalise_title(k.title) for k in allowed}
+        masked = text  # allowed titles blanked out first: 'toy story 2' may be cited, 'toy story' not
+        for t in sorted(allowed_titles, key=len, reverse=True):
+            masked = re.sub(rf"(?<!\w){re.escape(t)}(?!\w)", " ", masked)
         for title in self.catalogue - allowed_titles:
-            if any(title in t for t in allowed_titles):  # 'under siege' inside 'under siege 2: dark territory'
-                continue
-            if re.search(rf"(?<!\w){re.escape(title)}(?!\w)", text):
+            if title in masked and _mentions(masked, title):
                 problems.append(f"cites '{title}', which is not in the user's history")
         for quoted in _QUOTED.findall(sentence):
             q = normalise_title(quoted)
@@ -106,20 +106,14 @@ class GroundedExplainer:
                 problems.append(f"quotes '{quoted}', which is neither a history title nor a fact")
         years = {k.year for k in allowed if k.year} | {v for k in allowed for v in k.facts.get("year", [])}
         problems += [f"year {y} is not in the data" for y in _YEAR.findall(text) if y not in years]
-        facts = self._facts(allowed)
+        facts = self._facts([item])  # a genre said in the sentence must be the recommended item's own
         for word in self.vocabulary - facts:
-            if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text):
-                problems.append(f"'{word}' is not a fact of the item or of the user's items")
+            if _mentions(text, word):
+                problems.append(f"'{word}' is not a fact of the recommended item")
         cited = [k for k in history if _mentions(text, normalise_title(k.title))]
         if not cited:
             problems.append("cites none of the user's own items")
-        liked = re.search(r"you (?:liked|enjoyed|watched) ([^,.;]*)", text)
-        if (
-            liked
-            and _mentions(liked.group(1), normalise_title(item.title))
-            and not any(_mentions(liked.group(1), normalise_title(k.title)) for k in cited)
-        ):
-            problems.append("says the user liked the recommended item, which is not in their history")
+        problems += _liked_problems(text, item, cited)
         said = [normalise_title(k.title) for k in allowed] + [v.lower() for k in allowed for vs in k.facts.values()
                                                               for v in vs]  # fmt: skip
         known_words = set(_WORDS.findall(" ".join(said)))
@@ -143,7 +137,7 @@ class GroundedExplainer:
         name = natural_title(item.title)
         if history:
             return f"Because you liked {natural_title(history[0].title)}: {name}{what} is close to it."
-        return f"{name}{what} is popular with people like you."
+        return f"{name}{what}."
 
     def prompt(self, history: list[Known], item: Known) -> str:
         liked = "; ".join(natural_title(k.title) for k in history[:3])
@@ -158,7 +152,7 @@ class GroundedExplainer:
     def explain(self, history: list[Known], item: Known) -> Explanation:
         """`history`: the user's items to cite, most relevant first (e.g. nearest in the LLM space)."""
         t0 = time.perf_counter()
-        if self.lm is None:
+        if self.lm is None or not history:  # nothing of the user's to cite: the LM's sentence would be refused
             return Explanation(self.template(history, item), "template", [], time.perf_counter() - t0)
         # the answer starts with a real citation and the item; the model writes what links them
         first, name = (natural_title(history[0].title) if history else ""), natural_title(item.title)
@@ -169,6 +163,18 @@ class GroundedExplainer:
         if problems:
             return Explanation(self.template(history, item), "template", problems, time.perf_counter() - t0)
         return Explanation(sentence, "llm", [], time.perf_counter() - t0)
+
+
+def _liked_problems(text: str, item: Known, cited: list[Known]) -> list[str]:
+    """'you liked <the recommended item>' (or 'which you loved'): a claim about the user that is false."""
+    name, out = normalise_title(item.title), []
+    for liked in re.finditer(r"you(?:'ve)? (?:liked|enjoyed|watched|loved|love|saw|seen) ([^,.;]*)", text):
+        said_of = liked.group(1)
+        if _mentions(said_of, name) and not any(_mentions(said_of, normalise_title(k.title)) for k in cited):
+            out.append("says the user liked the recommended item, which is not in their history")
+    if re.search(r"which you(?:'ve)? (?:liked|enjoyed|watched|loved|saw|seen)", text):
+        out.append("says the user liked the recommended item, which is not in their history")
+    return out
 
 
 def _mentions(text: str, phrase: str) -> bool:
@@ -182,4 +188,4 @@ def first_sentence(text: str) -> str:
     return text[: m.end()].strip() if m else text
 
 
-__all__ = ["Explanation", "GroundedExplainer", "Known", "first_sentence", "normalise_title"]
+__all__ = ["GENERIC", "Explanation", "GroundedExplainer", "Known", "first_sentence", "natural_title", "normalise_title"]

