@@ -119,7 +119,7 @@ def main() -> int:
 
 REASONS = (  # the checker's messages, grouped
     ("which the data does not hold", "words the data does not hold (a claim)"),
-    ("is not a fact of the item", "a genre / field value of neither the item nor the user's items"),
+    ("is not a fact of the recommended item", "a genre / field value that is not the recommended item's"),
     ("not in the user's history", "a title outside the user's history"),
     ("is not in the data", "a year not in the data"),
     ("quotes", "quotes text that is neither a title nor a fact"),

@@ -172,3 +172,12 @@ def test_llm_rerank_reorders_the_candidates_it_is_asked_about(tiny_lm, synth):
     eighth = np.sort(base, 1)[:, -8]
     assert all((base[r, top_got[r]] >= eighth[r]).all() for r in range(6))  # the retriever's top 8...
     assert (top_got != top_base).any()  # ...in the LM's order
+
+
+def test_numbers_and_words_inside_a_cited_title_are_not_claims():
+    odyssey = Known("2001: A Space Odyssey (1968)", {"genres": ["Sci-Fi"], "year": ["1968"]})
+    ex = GroundedExplainer(None, [*TITLES, odyssey.title], GENRES)
+    assert odyssey.year == "1968"
+    assert ex.check(ex.template(HISTORY, odyssey), HISTORY, odyssey) == []
+    said = "Because you liked Star Wars, you may enjoy 2001: A Space Odyssey, a star film."
+    assert any("'star'" in p for p in ex.check(said, HISTORY, odyssey))  # a title's word, used as a claim

@@ -105,19 +105,18 @@ class GroundedExplainer:
             if not any(q in t or t in q for t in allowed_titles) and q not in self._facts(allowed):
                 problems.append(f"quotes '{quoted}', which is neither a history title nor a fact")
         years = {k.year for k in allowed if k.year} | {v for k in allowed for v in k.facts.get("year", [])}
-        problems += [f"year {y} is not in the data" for y in _YEAR.findall(text) if y not in years]
+        # what is said outside the cited titles ('2001: a space odyssey' is a title, not a year)
+        problems += [f"year {y} is not in the data" for y in _YEAR.findall(masked) if y not in years]
         facts = self._facts([item])  # a genre said in the sentence must be the recommended item's own
         for word in self.vocabulary - facts:
-            if _mentions(text, word):
+            if _mentions(masked, word):
                 problems.append(f"'{word}' is not a fact of the recommended item")
         cited = [k for k in history if _mentions(text, normalise_title(k.title))]
         if not cited:
             problems.append("cites none of the user's own items")
         problems += _liked_problems(text, item, cited)
-        said = [normalise_title(k.title) for k in allowed] + [v.lower() for k in allowed for vs in k.facts.values()
-                                                              for v in vs]  # fmt: skip
-        known_words = set(_WORDS.findall(" ".join(said)))
-        unknown = [w for w in dict.fromkeys(_WORDS.findall(text)) if w not in GENERIC and w not in known_words
+        known_words = set(_WORDS.findall(" ".join(v.lower() for k in allowed for vs in k.facts.values() for v in vs)))
+        unknown = [w for w in dict.fromkeys(_WORDS.findall(masked)) if w not in GENERIC and w not in known_words
                    and not _YEAR.fullmatch(w)]  # fmt: skip
         if unknown:
             problems.append(f"says {', '.join(repr(w) for w in unknown[:5])}, which the data does not hold")
