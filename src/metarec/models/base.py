@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from metarec.data.schema import ITEM, Dataset
-from metarec.errors import MetarecError
+from metarec.errors import ConfigError, MetarecError
 
 
 @dataclass
@@ -191,6 +191,30 @@ class Recommender(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+def build_wrapped(spec: dict[str, Any] | None, default: str, owner: str, example: str, seed: int,
+                  refused: frozenset[str] = frozenset()) -> Recommender:  # fmt: skip
+    """The model a wrapper (re-rankers) works on, from its `base = { type = ..., ... }` table; `refused`
+    kinds (the wrapper itself) cannot be their own base."""
+    from metarec.models import build_model
+
+    cfg = dict(spec or {"type": default})
+    kind = cfg.pop("type", None)
+    if kind is None or kind in refused:
+        raise ConfigError(f"{owner}.base needs {example}")
+    return build_model(kind, cfg, seed=seed)
+
+
+def pack_wrapped(base: Recommender) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A wrapped model's learned state, under 'base.' keys (see `unpack_wrapped`)."""
+    state = base.state_dict()
+    return {f"base.{k}": v for k, v in state.arrays.items()}, {"base": state.extra}
+
+
+def unpack_wrapped(fresh: Recommender, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> Recommender:
+    base = {k.removeprefix("base."): v for k, v in arrays.items() if k.startswith("base.")}
+    return fresh.load_state_dict(ModelState(base, extra["base"]))
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from metarec import metrics as M
 from metarec.data.schema import ITEM, USER, Dataset
 from metarec.errors import ConfigError
-from metarec.models.base import Recommender, UserState
+from metarec.models.base import Recommender, UserState, build_wrapped, pack_wrapped, unpack_wrapped
 
 _LMS: dict[tuple[str, int | None], Any] = {}  # loaded once per process: tens of seconds for a GGUF
 
@@ -55,13 +55,9 @@ class LLMRerankRecommender(Recommender):
         self.threads = threads
 
     def _base_model(self) -> Recommender:
-        from metarec.models import build_model
-
-        cfg = dict(self.base or {"type": "popularity" if self.zero_shot else "itemknn"})
-        kind = cfg.pop("type", None)
-        if kind is None or kind in ("llm-rerank", "llm-zero-shot"):
-            raise ConfigError(f"{self.name}.base needs the retriever, e.g. base = {{ type = 'itemknn' }}")
-        return build_model(kind, cfg, seed=self.seed)
+        return build_wrapped(self.base, "popularity" if self.zero_shot else "itemknn", self.name,
+                             "the retriever, e.g. base = { type = 'itemknn' }", self.seed,
+                             refused=frozenset({"llm-rerank", "llm-zero-shot"}))  # fmt: skip
 
     def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         if self.candidates < 2:
@@ -163,15 +159,11 @@ class LLMRerankRecommender(Recommender):
         return out if items is None else out[:, items]
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        base = self.base_.state_dict()
-        return {f"base.{k}": v for k, v in base.arrays.items()}, {"base": base.extra, "titles": self.titles_,
-                                                                   "weight": self.weight_}  # fmt: skip
+        arrays, extra = pack_wrapped(self.base_)
+        return arrays, {**extra, "titles": self.titles_, "weight": self.weight_}
 
     def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
-        from metarec.models.base import ModelState
-
-        base = {k.removeprefix("base."): v for k, v in arrays.items() if k.startswith("base.")}
-        self.base_ = self._base_model().load_state_dict(ModelState(base, extra["base"]))
+        self.base_ = unpack_wrapped(self._base_model(), arrays, extra)
         self.supports_cold_items = self.base_.supports_cold_items
         self.supports_cold_users = self.base_.supports_cold_users
         self.titles_, self.weight_ = list(extra["titles"]), float(extra["weight"])

@@ -20,7 +20,7 @@ import pandas as pd
 from metarec import metrics as M
 from metarec.data.schema import Dataset
 from metarec.errors import ConfigError
-from metarec.models.base import Recommender, UserState
+from metarec.models.base import Recommender, UserState, build_wrapped, pack_wrapped, unpack_wrapped
 
 
 class TailRerankRecommender(Recommender):
@@ -36,13 +36,8 @@ class TailRerankRecommender(Recommender):
         self.head_share = head_share
 
     def _base_model(self) -> Recommender:
-        from metarec.models import build_model
-
-        cfg = dict(self.base or {"type": "als"})
-        kind = cfg.pop("type", None)
-        if kind is None or kind == self.name:
-            raise ConfigError("rerank.base needs the model to re-rank, e.g. base = { type = 'als', factors = 64 }")
-        return build_model(kind, cfg, seed=self.seed)
+        return build_wrapped(self.base, "als", self.name, "the model to re-rank, e.g. base = { type = 'als', "
+                             "factors = 64 }", self.seed, refused=frozenset({self.name}))  # fmt: skip
 
     def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         if not 0.0 <= self.weight <= 1.0:
@@ -107,15 +102,10 @@ class TailRerankRecommender(Recommender):
         return out
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        base = self.base_.state_dict()
-        arrays = {f"base.{k}": v for k, v in base.arrays.items()}
-        arrays["tail"] = self.tail_
-        return arrays, {"base": base.extra}
+        arrays, extra = pack_wrapped(self.base_)
+        return {**arrays, "tail": self.tail_}, extra
 
     def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
-        from metarec.models.base import ModelState
-
         self.tail_ = arrays["tail"].astype(bool)
-        base = {k.removeprefix("base."): v for k, v in arrays.items() if k.startswith("base.")}
-        self.base_ = self._base_model().load_state_dict(ModelState(base, extra["base"]))
+        self.base_ = unpack_wrapped(self._base_model(), arrays, extra)
         self._after_base()
