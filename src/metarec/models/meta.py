@@ -223,18 +223,12 @@ class MetaRecommender(Recommender):
         }
         self._cache_items()
 
-    def _adapt_all(self, history: sp.csr_matrix, E: torch.Tensor, b: torch.Tensor, chunk: int = 512) -> Params:
-        """Every user's fast weights from `history` (users x items) over the item table (E, b)."""
-        theta = {k: v.detach() for k, v in self.theta_.items()}
-        net = Net(theta, self.lrs_, self._inner(), E, b, {k: v.detach() for k, v in self.extra_.items()})
-        parts: list[Params] = []
-        with torch.no_grad():
-            for start in range(0, history.shape[0], chunk):
-                users = np.arange(start, min(start + chunk, history.shape[0]))
-                sup = torch.from_numpy((history[users].toarray() > 0).astype(np.float32))
-                u0 = start_vector(theta, len(users), self.users_.rows(users) if self.users_.matrices_ else None,
-                                  sup, E)  # fmt: skip
-                parts.append(self.algorithm_.adapt(net, sup, u0, users, True))
+    def _adapt_all(self, history: sp.csr_matrix, chunk: int = 512) -> Params:
+        """Every user's fast weights from `history` (users x items), as known users, a chunk at a time,
+        over the cached item table without the warm-up shift (as `_adapt_dense` always adapts)."""
+        n = history.shape[0]
+        parts = [self._adapt_dense(history[s : s + chunk].toarray(), np.arange(s, min(s + chunk, n)), known=True)
+                 for s in range(0, n, chunk)]  # fmt: skip
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _launch_items(self, train: Dataset) -> np.ndarray:
@@ -261,7 +255,7 @@ class MetaRecommender(Recommender):
         if revealed is not None and len(revealed):
             reveal = reveal + reveal_matrix(revealed, train.n_items, train.n_users)
         self._cache_items()  # the trained tables; users are known by their training histories
-        fast = self._adapt_all(self.train_matrix_, *self.base_items_)
+        fast = self._adapt_all(self.train_matrix_)
         adopters = Adopters(reveal)
         self.warmup_ = (adopters.taste(self._final(fast)), adopters.count)
 
@@ -585,7 +579,7 @@ class _WarmupStep:
         known.eliminate_zeros()
         model._cache_items()
         self.E0, self.b0 = model.base_items_
-        self.fast = model._adapt_all(known, self.E0, self.b0)
+        self.fast = model._adapt_all(known)
         self.taste = adopters.taste(model._final(self.fast))
 
     def parameters(self) -> list[torch.Tensor]:
