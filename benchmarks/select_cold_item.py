@@ -25,6 +25,11 @@ GENRES = {
     "id": {},
     "genres": {"type": "fields", "columns": ["genres", "year"], "split": {"genres": " "}},
 }
+# the item read by the packaged generative LM (SmolLM2-135M's middle layer; issue 12)
+LM = {"type": "text", "template": "Movie: {title} ({year})", "text": {"encoder": "causal-lm"}}
+# collaborative knowledge distilled into content: a ridge student from MiniLM + LM vectors + fields
+# to ALS factors and log-popularity of warm items (features/distilled.py)
+STUDENT_INPUTS = {"text": {"template": "{title}"}, "lm": LM, "genres": GENRES["genres"]}
 BASELINES = {
     "popularity": ("popularity", {}),  # among new items: their revealed early adopters' count
     "itemknn": ("itemknn", {"neighbours": 100}),  # new items' neighbours through their early adopters
@@ -33,6 +38,18 @@ BASELINES = {
     "maml": ("meta", {"algorithm": "maml"}),
 }
 CANDIDATES = {
+    "maml-genres-lm": {"algorithm": "maml", "item_features": {**GENRES, "lm": LM}},
+    "maml-genres-distilled": {
+        "algorithm": "maml",
+        "item_features": {**GENRES, "distilled": {"inputs": STUDENT_INPUTS}},
+    },
+    "maml-genres-distilled-minilm": {
+        "algorithm": "maml",
+        "item_features": {
+            **GENRES,
+            "distilled": {"inputs": {"text": {"template": "{title}"}, "genres": GENRES["genres"]}},
+        },
+    },
     "maml-genres": {"algorithm": "maml", "item_features": GENRES},
     "maml-warmup": {"algorithm": "maml", "item_warmup": 0.1},
     "maml-warmup-genres": {"algorithm": "maml", "item_warmup": 0.1, "item_features": GENRES},

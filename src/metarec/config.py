@@ -258,12 +258,35 @@ def dataset_model(source: str) -> type[DatasetConfig]:
 class TextConfig(_Section):
     """[text]: the encoder content and meta models share (see `metarec.text.encoders.build_encoder`)."""
 
-    encoder: Literal["sentence-transformers", "st", "hf", "tfidf"] = DEFAULT_ENCODER
+    encoder: Literal["sentence-transformers", "st", "hf", "causal-lm", "tfidf"] = DEFAULT_ENCODER
     model: str = DEFAULT_TEXT_MODEL
-    pooling: Literal["mean", "max", "cls"] = "mean"  # hf only
+    pooling: Literal["mean", "max", "cls"] = "mean"  # hf / causal-lm (mean, max)
     max_features: Annotated[int, Field(ge=1)] = 4096  # tfidf only
     threads: Annotated[int, Field(ge=1)] | None = None
     device: str = "cpu"
+    layer: int | None = None  # causal-lm: which hidden layer (default: the middle one)
+    max_length: Annotated[int, Field(ge=1)] = 64  # causal-lm: tokens read per text
+    adapter: str | None = None  # a LoRA adapter (directory or fingerprint) from `metarec llm tune`
+
+
+class TuneSection(_Section):
+    """[tune]: what `metarec llm tune` trains (LoRA settings: `metarec.text.tuning.TuneConfig`)."""
+
+    model_config = ConfigDict(extra="allow")  # the LoRA keys, checked by TuneConfig below
+    template: str = "{title}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lora(cls, value: Any) -> Any:
+        from metarec.text.tuning import TuneConfig
+
+        if isinstance(value, Mapping):
+            try:
+                TuneConfig(**{k: v for k, v in value.items() if k != "template"})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return value
 
 
 class ProtocolConfig(_Section):
@@ -419,6 +442,7 @@ class ExperimentConfig(_Section):
     protocols: dict[str, ProtocolConfig]
     models: dict[str, ModelConfig]
     evaluation: EvaluationConfig = Field(default_factory=lambda: EvaluationConfig())
+    tune: TuneSection | None = None
 
     @field_validator("dataset", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 
 from metarec.errors import ConfigError
 from metarec.features.base import FeatureSource, Side
+from metarec.features.distilled import DistilledSource
 from metarec.features.fields import FieldsSource
 from metarec.features.ids import IdSource
 from metarec.features.text import TextSource
@@ -28,6 +29,7 @@ SOURCES: dict[str, type[FeatureSource]] = {
     "text": TextSource,
     "id": IdSource,
     "fields": FieldsSource,
+    "distilled": DistilledSource,
 }
 
 
@@ -53,4 +55,13 @@ def build_sources(spec: dict[str, dict[str, Any]] | None, side: Side,
     return out
 
 
-__all__ = ["SOURCES", "FeatureSource", "FieldsSource", "IdSource", "TextSource", "Tower", "build_sources"]
+__all__ = [
+    "SOURCES",
+    "DistilledSource",
+    "FeatureSource",
+    "FieldsSource",
+    "IdSource",
+    "TextSource",
+    "Tower",
+    "build_sources",
+]

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from metarec.data.schema import Dataset
+from metarec.errors import ConfigError
 from metarec.features.base import FeatureSource, Side
-from metarec.text.encoders import TextEncoder, check_encoder_config
+from metarec.text.encoders import DEFAULT_MODEL, TextEncoder, check_encoder_config
 from metarec.text.registry import encode_texts, get_encoder
 from metarec.text.templates import item_texts, render, user_texts
 
@@ -34,8 +35,19 @@ class TextSource(FeatureSource):
         max_reviews: int = 5,
         review_field: str = "summary",
         batch_size: int = 64,
+        tune: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(name, side)
+        if tune is not None:
+            from metarec.text.tuning import TuneConfig
+
+            if side != "item":
+                raise ConfigError(f"feature source {name!r}: tune learns from co-used items; it applies to items")
+            try:
+                TuneConfig(**tune)
+            except ValueError as exc:
+                raise ConfigError(f"{name}.tune: {exc}") from None
+        self.tune = tune
         self.template = template or DEFAULT_TEMPLATES[side]
         check_encoder_config(text)
         self.text = dict(text or {})  # encoder config; the model fills in the run's [text] table
@@ -65,6 +77,13 @@ class TextSource(FeatureSource):
         if self.side == "item":
             texts = item_texts(train, self.template, self.value_maps, self.max_reviews, self.review_field,
                                extra_reviews=revealed)  # fmt: skip
+            if self.tune is not None:  # LoRA on this fit's training interactions only (text/tuning.py)
+                from metarec.text.tuning import TuneConfig, tuned_for
+
+                base = {k: v for k, v in self.text.items() if k != "adapter"}
+                model = str(base.get("model", DEFAULT_MODEL))
+                self.text = {**base, "adapter": tuned_for(model, texts, train, TuneConfig(**self.tune))}
+                self._encoder = None
             return self.encode(texts)
         texts = user_texts(train, self.template, self.value_maps, self.max_reviews, self.review_field)
         vecs = self.encode(texts)
@@ -76,6 +95,16 @@ class TextSource(FeatureSource):
         """A records column that, when present, holds this source's text already rendered (the service
         stores rendered texts, not every field, so items added after training re-embed from them)."""
         return f"_text:{self.name}"
+
+    def get_state(self) -> dict[str, Any]:
+        """A tuned source's adapter (by fingerprint; the artefact carries a copy, see models/io.py)."""
+        return {"adapter": self.text["adapter"]} if self.text.get("adapter") else {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if state.get("adapter"):
+            self.text = {**self.text, "adapter": state["adapter"]}
+            self._encoder = None
 
     def transform(self, records: pd.DataFrame) -> np.ndarray:
         col = self.rendered_column

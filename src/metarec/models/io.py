@@ -9,6 +9,7 @@ dataset fingerprint and fit metrics. Any registered model can be saved and loade
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,23 @@ def save_model(model: Recommender, out: str | Path, train: Dataset, config: dict
         ids["item_titles"] = train.items["title"].astype(str).tolist()
     ids["item_facts"] = item_facts(train.items)
     (out / "ids.json").write_text(json.dumps(ids))
+    for fingerprint in sorted(_adapters(state.extra)):  # tuned text encoders travel with the model
+        from metarec.text.tuning import find_adapter
+
+        dest = out / "adapters" / fingerprint
+        if not dest.exists():
+            shutil.copytree(find_adapter(fingerprint), dest)
     return out
+
+
+def _adapters(extra: Any) -> set[str]:
+    """Fingerprints of the LoRA adapters a model's JSON state refers to (key `adapter`, any depth)."""
+    if isinstance(extra, dict):
+        found = {str(v) for k, v in extra.items() if k == "adapter" and isinstance(v, str) and v}
+        return found.union(*(_adapters(v) for v in extra.values()))
+    if isinstance(extra, list):
+        return set().union(*(_adapters(v) for v in extra))
+    return set()
 
 
 #: item columns that are never facts to cite (ids, free text, the title itself)
@@ -93,6 +110,10 @@ def load_model(path: str | Path) -> tuple[Recommender, dict[str, Any]]:
     kind = manifest["model"]
     if kind not in REGISTRY:
         raise MetarecError(f"{path}: unknown model kind {kind!r}; this metarec has {', '.join(REGISTRY)}")
+    for adapter in sorted((path / "adapters").glob("*")) if (path / "adapters").is_dir() else []:
+        from metarec.text.tuning import install_adapter
+
+        install_adapter(adapter)  # into the cache, where the model's text sources look it up
     model = REGISTRY[kind](**manifest["params"])
     model.load_state_dict(ModelState(load_file(str(path / "model.safetensors")), manifest["state"]))
     manifest.update(json.loads((path / "ids.json").read_text()))

@@ -61,7 +61,8 @@ def _set_threads(threads: int | None) -> None:
 class SentenceTransformerEncoder:
     """A sentence-transformers model (its own pooling, as trained)."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", threads: int | None = None,
+                 adapter: str | None = None) -> None:  # fmt: skip
         from sentence_transformers import SentenceTransformer
 
         _set_threads(threads)
@@ -73,6 +74,9 @@ class SentenceTransformerEncoder:
                 f"{DEFAULT_MODEL!r} (packaged) or a local path"
             ) from None
         self.name = f"st:{model}"
+        if adapter:
+            self.model[0].auto_model, suffix = _merge_adapter(self.model[0].auto_model, adapter)
+            self.name += suffix
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get_dim()
         if dim is None:
@@ -102,6 +106,7 @@ class HFPooledEncoder:
         max_length: int = 256,
         device: str = "cpu",
         threads: int | None = None,
+        adapter: str | None = None,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -119,6 +124,9 @@ class HFPooledEncoder:
         self.device = device
         self.dim = int(self.model.config.hidden_size)
         self.name = f"hf:{model}:{pooling}"
+        if adapter:
+            self.model, suffix = _merge_adapter(self.model, adapter)
+            self.name += suffix
 
     def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T, H), (B, T) -> (B, H)
         import torch
@@ -147,6 +155,60 @@ class HFPooledEncoder:
         return normalise_rows(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 
 
+class CausalLMEncoder:
+    """Item text read by a generative LM: mean of one layer's hidden states over the text's tokens.
+
+    Why a decoder as an encoder: a generative model trained on web text knows which titles are
+    famous and what they are about (on ml-100k, a ridge from SmolLM2-135M's middle layer predicts an
+    unseen film's popularity at Spearman 0.35, MiniLM's sentence vector 0.22), and a launch-day item
+    has nothing else. A middle layer by default: the last layer is shaped for the next token.
+    The model is loaded like `metarec.llm.CausalLM` (packaged alias, GGUF file, directory or HF id).
+    """
+
+    def __init__(self, model: str = "smollm2-135m", layer: int | None = None, pooling: str = "mean",
+                 max_length: int = 64, threads: int | None = None) -> None:  # fmt: skip
+        from metarec.llm.model import CausalLM
+
+        if pooling not in ("mean", "max"):
+            raise ConfigError(f"text.pooling of a causal-lm encoder must be mean or max, got {pooling!r}")
+        lm = CausalLM(model, threads=threads)
+        self.model, self.tokenizer = lm.model, lm.tokenizer
+        n_layers = int(self.model.config.num_hidden_layers)
+        self.layer = n_layers // 2 if layer is None else int(layer)
+        if not -n_layers <= self.layer <= n_layers:
+            raise ConfigError(f"text.layer must be in [-{n_layers}, {n_layers}] for {model!r}, got {layer}")
+        self.pooling = pooling
+        self.max_length = max_length
+        self.dim = int(self.model.config.hidden_size)
+        self.name = f"lm:{model}:{self.layer}:{pooling}"
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+        import torch
+        from tqdm.auto import tqdm
+
+        tok: Any = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        out = []
+        for start in tqdm(range(0, len(texts), batch_size), disable=not show_progress_bar, desc=self.name):
+            ids = [tok(t or " ", add_special_tokens=False)["input_ids"][: self.max_length] or [pad]
+                   for t in texts[start : start + batch_size]]  # fmt: skip
+            width = max(len(i) for i in ids)
+            batch = torch.full((len(ids), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(ids), width), dtype=torch.long)
+            for r, row in enumerate(ids):  # pads this batch's rows (right padding: causal states unaffected)
+                batch[r, : len(row)] = torch.tensor(row)
+                mask[r, : len(row)] = 1
+            with torch.no_grad():
+                states = self.model(batch, attention_mask=mask, output_hidden_states=True).hidden_states[self.layer]
+            m = mask.unsqueeze(-1).to(states.dtype)
+            if self.pooling == "mean":
+                pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+            else:
+                pooled = states.masked_fill(m == 0, torch.finfo(states.dtype).min).max(1).values
+            out.append(pooled.float().numpy())
+        return normalise_rows(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+
 class TfidfEncoder:
     """Lexical baseline: TF-IDF over word uni/bi-grams, fitted on the first corpus it encodes."""
 
@@ -170,7 +232,22 @@ class TfidfEncoder:
         return normalise_rows(self.vectorizer.transform(list(texts)).toarray())
 
 
-ENCODER_KEYS = ("encoder", "model", "pooling", "max_features", "threads", "device")
+ENCODER_KEYS = ("encoder", "model", "pooling", "max_features", "threads", "device", "layer", "max_length", "adapter")
+
+
+def _merge_adapter(model: Any, adapter: str) -> tuple[Any, str]:
+    """Attach a LoRA adapter (`metarec llm tune`, peft) and merge it into the weights, so encoding
+    costs what the frozen model costs; returns (model, name suffix). The suffix holds the adapter's
+    fingerprint: the embedding cache never mixes tuned and frozen vectors."""
+    from metarec.text.tuning import adapter_fingerprint, find_adapter
+
+    path = find_adapter(adapter)
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ConfigError("a LoRA adapter needs peft: pip install 'metarec[llm]'") from None
+    merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval()
+    return merged, f"+lora:{adapter_fingerprint(path)}"
 
 
 def check_encoder_config(cfg: dict[str, Any] | None) -> None:
@@ -186,15 +263,26 @@ def check_encoder_config(cfg: dict[str, Any] | None) -> None:
 
 
 def build_encoder(cfg: dict[str, Any]) -> TextEncoder:
-    """From a config's [text] table: kind = sentence-transformers | hf | tfidf."""
+    """From a config's [text] table: kind = sentence-transformers | hf | causal-lm | tfidf."""
     check_encoder_config(cfg)
     kind = cfg.get("encoder", "sentence-transformers")
     model = cfg.get("model", DEFAULT_MODEL)
-    threads, device = cfg.get("threads"), cfg.get("device", "cpu")
+    threads, device, adapter = cfg.get("threads"), cfg.get("device", "cpu"), cfg.get("adapter")
+    if adapter and kind not in ("sentence-transformers", "st", "hf"):
+        raise ConfigError(f"text.adapter (LoRA) applies to sentence-transformers or hf encoders, not {kind!r}")
     if kind in ("sentence-transformers", "st"):
-        return SentenceTransformerEncoder(model, device=device, threads=threads)
+        return SentenceTransformerEncoder(model, device=device, threads=threads, adapter=adapter)
     if kind == "hf":
-        return HFPooledEncoder(model, pooling=cfg.get("pooling", "mean"), device=device, threads=threads)
+        return HFPooledEncoder(model, pooling=cfg.get("pooling", "mean"), device=device, threads=threads,
+                               adapter=adapter)  # fmt: skip
+    if kind == "causal-lm":
+        from metarec.llm.model import DEFAULT_LLM
+
+        # the run-wide default model is a sentence encoder; a causal-lm source without a model of its own
+        # reads the packaged generative LM
+        lm = DEFAULT_LLM if model in _PACKAGED else model
+        return CausalLMEncoder(lm, layer=cfg.get("layer"), pooling=cfg.get("pooling", "mean"),
+                               max_length=cfg.get("max_length", 64), threads=threads)  # fmt: skip
     if kind == "tfidf":
         return TfidfEncoder(max_features=cfg.get("max_features", 4096))
-    raise ConfigError(f"text.encoder must be sentence-transformers, hf or tfidf, got {kind!r}")
+    raise ConfigError(f"text.encoder must be sentence-transformers, hf, causal-lm or tfidf, got {kind!r}")
