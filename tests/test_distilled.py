@@ -109,3 +109,51 @@ def test_lora_tuning_per_fit_is_cached_carried_by_the_artefact_and_keyed_in_the_
     assert np.allclose(model.items_.transform(new)["text"], back.items_.transform(new)["text"], atol=1e-5)
     with pytest.raises(ConfigError, match="tune"):
         build_sources({"t": {"type": "text", "tune": {"rank": 0}}}, "item")
+
+
+def test_cli_llm_tune_writes_an_adapter_and_refuses_bad_settings(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import metarec.text.tuning as tuning
+    from metarec.cli import app
+
+    monkeypatch.setattr(tuning, "adapter_home", lambda: tmp_path / "adapters")
+    cfg = tmp_path / "t.toml"
+    head = '[dataset]\nsource = "synthetic"\nn_users = 60\nn_items = 40\n[protocols.warm]\n[models.random]\n'
+    cfg.write_text(head + '[tune]\ntemplate = "{title}. {description}"\npairs_per_epoch = 64\nbatch_size = 16\n')
+    res = CliRunner().invoke(app, ["llm", "tune", "-c", str(cfg), "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a" / "adapter_model.safetensors").exists()
+    fingerprint = tuning.adapter_fingerprint(tmp_path / "a")
+    assert fingerprint in res.output and (tmp_path / "adapters" / fingerprint).is_dir()
+    enc = build_encoder({"model": "all-MiniLM-L6-v2", "adapter": fingerprint})  # by fingerprint, from the cache
+    assert enc.name.endswith(f"+lora:{fingerprint}")
+    cfg.write_text(head + "[tune]\nrank = 0\n")
+    res = CliRunner().invoke(app, ["llm", "tune", "-c", str(cfg)])
+    assert res.exit_code == 2 and "rank" in res.output
+    with pytest.raises(ConfigError, match="not found"):
+        build_encoder({"model": "all-MiniLM-L6-v2", "adapter": "no-such-adapter"})
+    with pytest.raises(ConfigError, match="LoRA"):
+        build_encoder({"encoder": "tfidf", "adapter": fingerprint})
+
+
+def test_descriptions_are_written_only_where_missing_cached_and_read_by_the_template(tiny_lm, synth, tmp_path,
+                                                                                    monkeypatch):  # fmt: skip
+    import metarec.llm.describe as describe
+
+    monkeypatch.setattr(describe, "descriptions_home", lambda: tmp_path / "d")
+    cfg = describe.DescribeConfig(model=tiny_lm, prompt="star wars {title}", max_new_tokens=4, batch_size=3)
+    items = synth.items.iloc[:5].copy()
+    items.loc[items.index[:2], "description"] = ""
+    writer = describe.DescriptionWriter(cfg)
+    out = writer.fill(items)
+    assert writer.generated == 2 and out["description"].iloc[2:].tolist() == items["description"].iloc[2:].tolist()
+    one = writer.lm.generate_batch(["star wars " + items["title"].iloc[0]], max_new_tokens=4)[0]
+    assert out["description"].iloc[0] == describe._clean(one)  # batching (left padding) changes nothing
+    again = describe.DescriptionWriter(cfg)
+    assert again.fill(items).equals(out) and again.generated == 0  # from the cache
+    src = build_sources({"text": {"template": "{title}. {description}", "describe": cfg.model_dump()}}, "item")[0]
+    text = src.render(items.drop(columns=["description"]))  # no column at all: every item described
+    assert all(t.startswith(f"{title}. ") for t, title in zip(text, items["title"], strict=True))
+    with pytest.raises(ConfigError, match="describe"):
+        build_sources({"text": {"describe": {"tokens": 3}}}, "item")

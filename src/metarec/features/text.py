@@ -7,6 +7,7 @@ on-disk cache, so a second fit encodes nothing it has seen.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,15 @@ class TextSource(FeatureSource):
         review_field: str = "summary",
         batch_size: int = 64,
         tune: dict[str, Any] | None = None,
+        describe: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(name, side)
+        from metarec.llm.describe import describe_config
+
+        self.describe = describe
+        self._describe_cfg = describe_config(describe, name)
+        if self._describe_cfg is not None and side != "item":
+            raise ConfigError(f"feature source {name!r}: describe writes item descriptions; it applies to items")
         if tune is not None:
             from metarec.text.tuning import TuneConfig
 
@@ -71,10 +79,21 @@ class TextSource(FeatureSource):
         return encode_texts(self.encoder, texts, namespace or self.template, self.batch_size, persist)
 
     def render(self, records: pd.DataFrame) -> list[str]:
-        return render(self.template, records, self.value_maps)
+        """Texts of records; with `describe`, items without a description get one written first."""
+        return render(self.template, self._described(records), self.value_maps)
+
+    def _described(self, records: pd.DataFrame) -> pd.DataFrame:
+        """Items with empty descriptions filled by the generative LM (`describe`), else unchanged."""
+        if self._describe_cfg is None:
+            return records
+        from metarec.llm.describe import DescriptionWriter
+
+        return DescriptionWriter(self._describe_cfg).fill(records)
 
     def fit_transform(self, train: Dataset, revealed: pd.DataFrame | None = None) -> np.ndarray:
         if self.side == "item":
+            if self._describe_cfg is not None:
+                train = dataclasses.replace(train, items=self._described(train.items))
             texts = item_texts(train, self.template, self.value_maps, self.max_reviews, self.review_field,
                                extra_reviews=revealed)  # fmt: skip
             if self.tune is not None:  # LoRA on this fit's training interactions only (text/tuning.py)
@@ -108,7 +127,10 @@ class TextSource(FeatureSource):
 
     def transform(self, records: pd.DataFrame) -> np.ndarray:
         col = self.rendered_column
-        texts = records[col].fillna("").astype(str).tolist() if col in records.columns else self.render(records)
+        if col in records.columns:
+            texts = records[col].fillna("").astype(str).tolist()
+        else:
+            texts = self.render(records)
         vecs = self.encode(texts)
         vecs[[not t for t in texts]] = 0.0
         return vecs

@@ -136,6 +136,24 @@ class CausalLM:
                                       pad_token_id=tok.pad_token_id or tok.eos_token_id)  # fmt: skip
         return prefill + str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
 
+    def generate_batch(self, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers to many prompts in one batch (left padding), new text only."""
+        import torch
+
+        tok: Any = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        ids = [self.prompt_ids(p) for p in prompts]
+        width = max(len(i) for i in ids)
+        batch = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for r, row in enumerate(ids):  # left padding: every answer starts at the same position
+            batch[r, width - len(row) :] = torch.tensor(row)
+            mask[r, width - len(row) :] = 1
+        with torch.no_grad():
+            out = self.model.generate(batch, attention_mask=mask, do_sample=False, pad_token_id=pad,
+                                      max_new_tokens=max_new_tokens or self.max_new_tokens)  # fmt: skip
+        return [str(tok.decode(row[width:], skip_special_tokens=True)) for row in out]
+
     def score(self, prompt: str, candidates: list[str], batch_size: int = 16, prefill: str = "") -> np.ndarray:
         """Sum of log-probabilities of each candidate's tokens after the prompt (one prompt pass)."""
         import torch

@@ -40,7 +40,7 @@ class TuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rank: int = Field(8, ge=1, le=256)
-    alpha: float = Field(16.0, gt=0)
+    alpha: int = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = ["query", "value"]
     epochs: int = Field(1, ge=1)
@@ -167,7 +167,7 @@ def tune_encoder(model: str, texts: Sequence[str], pairs: np.ndarray, cfg: TuneC
             a, b = embed(batch[:, 0]), embed(batch[:, 1])
             logits = a @ b.T / cfg.temperature
             # the same item twice in a batch is not a negative of itself
-            same = torch.from_numpy(batch[:, 1][None, :] == batch[:, 1][:, None]) & ~torch.eye(len(batch), dtype=bool)
+            same = torch.from_numpy(batch[:, 1][None, :] == batch[:, 1][:, None]) & ~torch.eye(len(batch), dtype=torch.bool)
             logits = logits.masked_fill(same, -1e4)
             target = torch.arange(len(batch))
             loss = (torch.nn.functional.cross_entropy(logits, target)
@@ -182,7 +182,8 @@ def tune_encoder(model: str, texts: Sequence[str], pairs: np.ndarray, cfg: TuneC
     st.eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    st[0].auto_model.save_pretrained(str(out))  # the adapter only (peft), not the base weights
+    auto: Any = st[0].auto_model
+    auto.save_pretrained(str(out))  # the adapter only (peft), not the base weights
     return {"model": model, "adapter": str(out), "fingerprint": adapter_fingerprint(out), "losses": losses,
             "seconds": time.perf_counter() - t0, "trainable_params": sum(p.numel() for p in params),
             "total_params": n_total, "pairs": len(pairs), "config": cfg.model_dump()}  # fmt: skip
