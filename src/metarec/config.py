@@ -500,6 +500,7 @@ class ExperimentConfig(_Section):
             "protocols": {name: p.to_dict() for name, p in self.protocols.items()},
             "models": {name: m.to_dict() for name, m in self.models.items()},
             "evaluation": self.evaluation.model_dump(),
+            "tune": self.tune.to_dict() if self.tune is not None else None,
         }
 
 

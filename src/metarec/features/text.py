@@ -127,10 +127,7 @@ class TextSource(FeatureSource):
 
     def transform(self, records: pd.DataFrame) -> np.ndarray:
         col = self.rendered_column
-        if col in records.columns:
-            texts = records[col].fillna("").astype(str).tolist()
-        else:
-            texts = self.render(records)
+        texts = records[col].fillna("").astype(str).tolist() if col in records.columns else self.render(records)
         vecs = self.encode(texts)
         vecs[[not t for t in texts]] = 0.0
         return vecs

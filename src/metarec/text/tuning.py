@@ -167,7 +167,8 @@ def tune_encoder(model: str, texts: Sequence[str], pairs: np.ndarray, cfg: TuneC
             a, b = embed(batch[:, 0]), embed(batch[:, 1])
             logits = a @ b.T / cfg.temperature
             # the same item twice in a batch is not a negative of itself
-            same = torch.from_numpy(batch[:, 1][None, :] == batch[:, 1][:, None]) & ~torch.eye(len(batch), dtype=torch.bool)
+            dup = torch.from_numpy(batch[:, 1][None, :] == batch[:, 1][:, None])
+            same = dup & ~torch.eye(len(batch), dtype=torch.bool)
             logits = logits.masked_fill(same, -1e4)
             target = torch.arange(len(batch))
             loss = (torch.nn.functional.cross_entropy(logits, target)
