@@ -199,7 +199,9 @@ class CausalLMEncoder:
                 batch[r, : len(row)] = torch.tensor(row)
                 mask[r, : len(row)] = 1
             with torch.no_grad():
-                states = self.model(batch, attention_mask=mask, output_hidden_states=True).hidden_states[self.layer]
+                # the base model only: the LM head's logits over the whole vocabulary are not needed
+                states = self.model.base_model(batch, attention_mask=mask,
+                                               output_hidden_states=True).hidden_states[self.layer]  # fmt: skip
             m = mask.unsqueeze(-1).to(states.dtype)
             if self.pooling == "mean":
                 pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
