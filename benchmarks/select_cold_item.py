@@ -40,6 +40,14 @@ BASELINES = {
 # the title plus one sentence written by the packaged LM (llm/describe.py; ml-100k has no descriptions)
 DESC = {"type": "text", "template": "{title}. {description}", "describe": {}}
 CANDIDATES = {
+    "maml-genres-lora": {"algorithm": "maml", "item_features": {**GENRES, "text": {"template": "{title}", "tune": {}}}},
+    "maml-genres-lora-strong": {  # 3x the steps, 5x the learning rate, sharper contrast
+        "algorithm": "maml",
+        "item_features": {
+            **GENRES,
+            "text": {"template": "{title}", "tune": {"epochs": 3, "lr": 1e-3, "temperature": 0.1}},
+        },
+    },
     "maml-genres-desc": {"algorithm": "maml", "item_features": {**GENRES, "desc": DESC}},
     "maml-genres-distilled-desc": {
         "algorithm": "maml",
