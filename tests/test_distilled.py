@@ -161,3 +161,24 @@ def test_descriptions_are_written_only_where_missing_cached_and_read_by_the_temp
     assert all(t.startswith(f"{title}. ") for t, title in zip(text, items["title"], strict=True))
     with pytest.raises(ConfigError, match="describe"):
         build_sources({"text": {"describe": {"tokens": 3}}}, "item")
+
+
+def test_an_adapter_given_by_path_is_saved_by_fingerprint_with_the_model(synth, tmp_path, monkeypatch):
+    import shutil
+
+    import metarec.text.tuning as tuning
+
+    monkeypatch.setattr(tuning, "adapter_home", lambda: tmp_path / "adapters")
+    pairs = tuning.cointeraction_pairs(synth, 64, 3, 0)
+    tuning.tune_encoder("all-MiniLM-L6-v2", synth.items["title"].tolist(), pairs,
+                        tuning.TuneConfig(pairs_per_epoch=64, batch_size=16), tmp_path / "mine")  # fmt: skip
+    fingerprint = tuning.adapter_fingerprint(tmp_path / "mine")
+    params = {"epochs": 1, "dim": 8, "item_features": {"text": {"template": "{title}"}},
+              "text": {"adapter": str(tmp_path / "mine")}}  # fmt: skip
+    model = build_model("meta", params).fit(synth)
+    art = save_model(model, tmp_path / "m", synth)
+    assert (art / "adapters" / fingerprint / "adapter_model.safetensors").exists()
+    shutil.rmtree(tmp_path / "mine")  # the training machine's path is gone; the artefact still loads
+    shutil.rmtree(tmp_path / "adapters")
+    back, _ = load_model(art)
+    assert back.items_.sources[0].encoder.name.endswith(f"+lora:{fingerprint}")

@@ -44,6 +44,7 @@ class TextSource(FeatureSource):
 
         self.describe = describe
         self._describe_cfg = describe_config(describe, name)
+        self._writer: Any = None
         if self._describe_cfg is not None and side != "item":
             raise ConfigError(f"feature source {name!r}: describe writes item descriptions; it applies to items")
         if tune is not None:
@@ -86,9 +87,11 @@ class TextSource(FeatureSource):
         """Items with empty descriptions filled by the generative LM (`describe`), else unchanged."""
         if self._describe_cfg is None:
             return records
-        from metarec.llm.describe import DescriptionWriter
+        if self._writer is None:  # one writer per source: the LM is loaded once, when first needed
+            from metarec.llm.describe import DescriptionWriter
 
-        return DescriptionWriter(self._describe_cfg).fill(records)
+            self._writer = DescriptionWriter(self._describe_cfg)
+        return self._writer.fill(records)
 
     def fit_transform(self, train: Dataset, revealed: pd.DataFrame | None = None) -> np.ndarray:
         if self.side == "item":
@@ -116,8 +119,13 @@ class TextSource(FeatureSource):
         return f"_text:{self.name}"
 
     def get_state(self) -> dict[str, Any]:
-        """A tuned source's adapter (by fingerprint; the artefact carries a copy, see models/io.py)."""
-        return {"adapter": self.text["adapter"]} if self.text.get("adapter") else {}
+        """The adapter of a tuned (or adapter-configured) source, by fingerprint: the artefact carries a
+        copy (models/io.py), so a path on the training machine never matters."""
+        if not self.text.get("adapter"):
+            return {}
+        from metarec.text.tuning import find_adapter, install_adapter
+
+        return {"adapter": install_adapter(find_adapter(self.text["adapter"]))}
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)

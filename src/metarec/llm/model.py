@@ -33,6 +33,7 @@ import numpy as np
 
 from metarec.errors import ConfigError
 
+
 @dataclass(frozen=True)
 class Packaged:
     """A GGUF file shipped inside one wheel, or split in order across several (`parts`)."""
