@@ -127,7 +127,7 @@ def adapter_fingerprint(path: str | Path) -> str:
     file = Path(path) / ADAPTER_FILE
     if not file.exists():
         raise ConfigError(f"{path} is not a LoRA adapter directory (no {ADAPTER_FILE}); create one with "
-                          "`metarec llm tune` or a text source with tune = {{...}}")  # fmt: skip
+                          "`metarec llm tune` or a text source with tune = {...}")  # fmt: skip
     return hashlib.sha256(file.read_bytes()).hexdigest()[:12]
 
 
