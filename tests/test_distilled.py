@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from metarec.data.splits import cold_item
@@ -182,3 +183,25 @@ def test_an_adapter_given_by_path_is_saved_by_fingerprint_with_the_model(synth, 
     shutil.rmtree(tmp_path / "adapters")
     back, _ = load_model(art)
     assert back.items_.sources[0].encoder.name.endswith(f"+lora:{fingerprint}")
+
+
+def test_an_item_added_over_the_api_gets_the_students_vector(synth, tmp_path):
+    """The service places a new item through the distilled source (its text through the student) exactly
+    as the model does, and rebuilds the same row after a restart."""
+    from fastapi.testclient import TestClient
+
+    from metarec.serve.app import create_app
+
+    features = {"text": {"template": "{title}"}, "id": {},  # the service searches and explains through `text`
+                "distilled": {"inputs": {"text": {"template": "{title}"}}, "factors": 8}}  # fmt: skip
+    model = build_model("meta", {"epochs": 4, "dim": 16, "item_features": features}).fit(synth)
+    art = save_model(model, tmp_path / "m", synth)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    item = {"id": "new", "title": "Rocket Galaxy Orbit Alien"}
+    with TestClient(create_app(art, url)) as c:
+        assert c.post("/items", json={"items": [item]}).status_code == 201
+        row = c.app.state.service.index.vectors[-1].copy()
+    expected = model.new_item_vectors(pd.DataFrame({"title": [item["title"]]}))[0][0]
+    assert np.allclose(row[: len(expected)], expected, atol=1e-4)
+    with TestClient(create_app(art, url)) as c:
+        assert np.allclose(c.app.state.service.index.vectors[-1], row, atol=1e-6)
