@@ -201,6 +201,15 @@ class DatasetConfig(_Section):
     """[dataset]: `source` picks the loader; the other keys are that loader's plus the cleaning chain's."""
 
     source: str
+    kg_triples: str | None = None  # a knowledge graph for any source: head, relation, tail (CSV / TSV)
+    kg_links: str | None = None  # ... and item_id, entity (which entity each item is)
+
+    @model_validator(mode="after")
+    def _kg_pair(self) -> DatasetConfig:
+        if (self.kg_triples is None) != (self.kg_links is None):
+            raise ValueError("kg_triples and kg_links go together: the triples say what is known about entities, "
+                             "the links say which entity each item is")  # fmt: skip
+        return self
 
 
 class MovieLensDataset(DatasetConfig):

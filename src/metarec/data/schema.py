@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,8 @@ class KnowledgeGraph:
 
     triples: pd.DataFrame
     links: pd.DataFrame
+    #: what a loader read and dropped (counts), for reports; empty when nothing was checked
+    report: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for frame, cols, what in ((self.triples, ("head", "relation", "tail"), "triples"),
@@ -210,5 +212,12 @@ class Dataset:
             out["rating_mean"] = float(self.interactions[RATING].mean())
         if self.kg is not None:
             out["kg_triples"] = len(self.kg.triples)
-            out["kg_linked_items"] = len(self.kg.links)
+            out["kg_relations"] = int(self.kg.triples["relation"].nunique())
+            linked = self.kg.links["item_id"].astype(str).isin(set(self.items["item_id"].astype(str)))
+            out["kg_linked_items"] = int(linked.sum())
+            with_facts = self.kg.links.loc[linked, "entity"].isin(set(self.kg.triples["head"]))
+            out["kg_items_with_facts"] = int(with_facts.sum())
+            if self.kg.report:
+                out["kg_dropped"] = {k: v for k, v in self.kg.report.items() if k.startswith(("triples_", "links_"))
+                                     and k not in ("triples_read", "links_read") and v}  # fmt: skip
         return out
