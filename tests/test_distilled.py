@@ -35,6 +35,8 @@ def test_causal_lm_encoder_pools_a_layer_and_ignores_padding(tiny_lm):
         build_encoder({"encoder": "causal-lm", "model": tiny_lm, "layer": 9})
     with pytest.raises(ConfigError, match="pooling"):
         build_encoder({"encoder": "causal-lm", "model": tiny_lm, "pooling": "cls"})
+    with pytest.raises(ConfigError, match="causal-lm encoder"):  # an option that would do nothing is refused
+        build_encoder({"encoder": "sentence-transformers", "layer": 3})
 
 
 def test_student_places_cold_items_where_the_teacher_puts_their_topic(synth):

@@ -274,7 +274,7 @@ class TextConfig(_Section):
     threads: Annotated[int, Field(ge=1)] | None = None
     device: str = "cpu"
     layer: int | None = None  # causal-lm: which hidden layer (default: the middle one)
-    max_length: Annotated[int, Field(ge=1)] = 64  # causal-lm: tokens read per text
+    max_length: Annotated[int, Field(ge=1)] | None = None  # hf / causal-lm: tokens read per text (256 / 64)
     adapter: str | None = None  # a LoRA adapter (directory or fingerprint) from `metarec llm tune`
 
 

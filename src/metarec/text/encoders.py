@@ -160,9 +160,10 @@ class CausalLMEncoder:
 
     Why a decoder as an encoder: a generative model trained on web text knows which titles are
     famous and what they are about (on ml-100k, a ridge from SmolLM2-135M's middle layer predicts an
-    unseen film's popularity at Spearman 0.35, MiniLM's sentence vector 0.22), and a launch-day item
-    has nothing else. A middle layer by default: the last layer is shaped for the next token.
-    The model is loaded like `metarec.llm.CausalLM` (packaged alias, GGUF file, directory or HF id).
+    unseen film's popularity at Spearman 0.33 from "Movie: {title} ({year})", MiniLM's title vector
+    0.22), and a launch-day item has nothing else. A middle layer by default: the last layer is
+    shaped for the next token. The model is loaded like `metarec.llm.CausalLM` (packaged alias,
+    GGUF file, directory or HF id).
     """
 
     def __init__(self, model: str = "smollm2-135m", layer: int | None = None, pooling: str = "mean",
@@ -260,6 +261,11 @@ def check_encoder_config(cfg: dict[str, Any] | None) -> None:
             close = difflib.get_close_matches(key, ENCODER_KEYS, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(ENCODER_KEYS)}"
             raise ConfigError(f"text: unknown key '{key}'; {hint}")
+    kind = (cfg or {}).get("encoder", "sentence-transformers")
+    if (cfg or {}).get("layer") is not None and kind != "causal-lm":
+        raise ConfigError(f"text.layer picks a hidden layer of a causal-lm encoder; {kind!r} has none to pick")
+    if (cfg or {}).get("max_length") is not None and kind not in ("causal-lm", "hf"):
+        raise ConfigError(f"text.max_length applies to hf and causal-lm encoders, not {kind!r}")
     if cfg and cfg.get("pooling", "mean") not in POOLINGS:
         raise ConfigError(f"text.pooling must be one of {', '.join(POOLINGS)}, got {cfg['pooling']!r}")
 
@@ -275,8 +281,8 @@ def build_encoder(cfg: dict[str, Any]) -> TextEncoder:
     if kind in ("sentence-transformers", "st"):
         return SentenceTransformerEncoder(model, device=device, threads=threads, adapter=adapter)
     if kind == "hf":
-        return HFPooledEncoder(model, pooling=cfg.get("pooling", "mean"), device=device, threads=threads,
-                               adapter=adapter)  # fmt: skip
+        return HFPooledEncoder(model, pooling=cfg.get("pooling", "mean"), max_length=cfg.get("max_length", 256),
+                               device=device, threads=threads, adapter=adapter)  # fmt: skip
     if kind == "causal-lm":
         from metarec.llm.model import DEFAULT_LLM
 
