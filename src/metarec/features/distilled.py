@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
-from metarec.data.schema import ITEM, USER, Dataset
+from metarec.data.schema import Dataset
 from metarec.errors import ConfigError
 from metarec.features.base import FeatureSource, Side
 
@@ -82,9 +81,7 @@ class DistilledSource(FeatureSource):
         import threadpoolctl
         from implicit.cpu.als import AlternatingLeastSquares
 
-        df = train.interactions.drop_duplicates([USER, ITEM])
-        ui = sp.csr_matrix((np.ones(len(df), np.float32), (df[USER].to_numpy(), df[ITEM].to_numpy())),
-                           shape=(train.n_users, train.n_items))  # fmt: skip
+        ui = train.matrix()  # binary users x items
         counts = np.asarray(ui.sum(axis=0)).ravel()
         warm = counts >= self.min_count
         if warm.sum() < 2 * self.folds:
