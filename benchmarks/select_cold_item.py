@@ -36,10 +36,28 @@ BASELINES = {
     "content": ("content", {"item_template": "{title}", "aggregation": "knn"}),
     "content-genres": ("content", {"item_template": "{title} ({year}). Genres: {genres}.", "aggregation": "knn"}),
     "maml": ("meta", {"algorithm": "maml"}),
+    "cke": ("cke", {}),  # MF + TransE on the knowledge graph (models/cke.py): new items through their entity
 }
 # the title plus one sentence written by the packaged LM (llm/describe.py; ml-100k has no descriptions)
 DESC = {"type": "text", "template": "{title}. {description}", "describe": {}}
+# the knowledge graph (issue 13): PyKEEN embeddings of the Freebase graph, and its facts read as text
+KG = {"type": "kg", "model": "TransE", "dim": 64, "epochs": 40}
+KG_TEXT = {"type": "text", "template": "{title}. {kg}"}
 CANDIDATES = {
+    "maml-genres-kg": {"algorithm": "maml", "item_features": {**GENRES, "kg": KG}},
+    "maml-genres-kg-rotate": {"algorithm": "maml", "item_features": {**GENRES, "kg": {**KG, "model": "RotatE"}}},
+    "maml-genres-kg-distmult": {"algorithm": "maml", "item_features": {**GENRES, "kg": {**KG, "model": "DistMult"}}},
+    "maml-genres-kg-ckg": {"algorithm": "maml", "item_features": {**GENRES, "kg": {**KG, "interactions": True}}},
+    "maml-genres-kgtext": {"algorithm": "maml", "item_features": {**GENRES, "kgtext": KG_TEXT}},
+    "maml-genres-kg-kgtext": {"algorithm": "maml", "item_features": {**GENRES, "kg": KG, "kgtext": KG_TEXT}},
+    "maml-genres-distilled-kg": {
+        "algorithm": "maml",
+        "item_features": {**GENRES, "distilled": {"inputs": {**STUDENT_INPUTS, "kg": KG}}},
+    },
+    "maml-genres-distilled-kg-kgtext": {
+        "algorithm": "maml",
+        "item_features": {**GENRES, "distilled": {"inputs": {**STUDENT_INPUTS, "kg": KG, "kgtext": KG_TEXT}}},
+    },
     "maml-genres-lora": {"algorithm": "maml", "item_features": {**GENRES, "text": {"template": "{title}", "tune": {}}}},
     "maml-genres-lora-strong": {  # 3x the steps, 5x the learning rate, sharper contrast
         "algorithm": "maml",

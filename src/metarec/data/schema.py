@@ -113,7 +113,7 @@ class Dataset:
                     f"{source}: missing column '{col}' (have {list(interactions.columns)}); "
                     "map your columns with the loader's column options"
                 )
-        inter = interactions.copy()
+        inter = interactions.reset_index(drop=True)  # columns below are assigned by position, not index label
         inter["user_id"] = inter["user_id"].astype(str)
         inter["item_id"] = inter["item_id"].astype(str)
         if inter[["user_id", "item_id"]].isna().any().any():
@@ -145,6 +145,14 @@ class Dataset:
         return replace(self, interactions=interactions.reset_index(drop=True), name=name or self.name)
 
     # ------------------------------------------------------------------ views
+    def items_with_facts(self) -> np.ndarray:
+        """Per item (dense id), whether its linked entity heads at least one triple of the graph."""
+        if self.kg is None:
+            return np.zeros(self.n_items, bool)
+        link = dict(zip(self.kg.links["item_id"].astype(str), self.kg.links["entity"].astype(str), strict=False))
+        heads = set(self.kg.triples["head"].astype(str))
+        return np.array([link.get(i) in heads for i in self.items["item_id"].astype(str)], bool)
+
     @property
     def n_users(self) -> int:
         return len(self.users)

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from metarec.data.schema import ITEM, RATING, USER, Dataset, time_columns
 from metarec.errors import ConfigError
 
-PROTOCOLS = ("warm", "cold-user", "cold-item", "cold-both", "query-set", "predefined")
+PROTOCOLS = ("warm", "next-item", "cold-user", "cold-item", "cold-both", "query-set", "predefined")
 RANK_WITHIN = ("catalogue", "query", "test-items")
 
 
@@ -62,6 +62,14 @@ class EvalTask:
     @property
     def history(self) -> sp.csr_matrix:
         return self._matrix(self.support)
+
+    @property
+    def history_order(self) -> sp.csr_matrix:
+        """`history` with each entry's 1-based time position per user as its value, for models that read
+        order (`reads_order`); oldest first, file order breaking timestamp ties."""
+        from metarec.models.sequential import order_matrix
+
+        return order_matrix(self.support, len(self.users), self.n_items, _row_map(self.users, self.support))
 
     @property
     def target(self) -> sp.csr_matrix:
@@ -115,6 +123,39 @@ def warm(ds: Dataset, test_ratio: float = 0.2, leave_out: int | None = None, min
     users = np.unique(test[USER].to_numpy())
     task = EvalTask("warm", 0, None, users, train[train[USER].isin(users)], test, ds.n_items)
     return Fold("warm", 0, ds.with_interactions(train), tasks=[task])
+
+
+def _row_map(users: np.ndarray, df: pd.DataFrame) -> np.ndarray:
+    """user id -> row of `users` (an array indexable by every user id in `df`)."""
+    top = int(max(users.max(initial=-1), df[USER].max() if len(df) else -1)) + 1
+    out = np.full(top, -1, np.int64)
+    out[users] = np.arange(len(users))
+    return out
+
+
+def next_item(ds: Dataset, repeats: int = 1, min_interactions: int = 3) -> Iterator[Fold]:
+    """Leave-last-out next-item prediction (SASRec's protocol): each user's latest interaction is the test
+    item, the one before it the validation item (early stopping only), the rest is training. The model
+    sees the whole earlier history, validation item included, when it ranks the full catalogue.
+
+    `repeats` yields the same split that many times as folds 0..repeats-1, so each model is fitted with
+    that many seeds (the runner seeds a model with seed + fold) and every user counts once per seed.
+    Users with fewer than `min_interactions` stay in training and are not scored.
+    """
+    if repeats < 1 or min_interactions < 3:
+        raise ConfigError("next-item: need repeats >= 1 and min_interactions >= 3 (train, valid and test items)")
+    df = _time_order(ds.interactions)
+    n = df.groupby(USER, sort=False)[ITEM].transform("size").to_numpy()
+    pos = df.groupby(USER, sort=False).cumcount().to_numpy()
+    scored = n >= min_interactions
+    is_test = scored & (pos == n - 1)
+    is_valid = scored & (pos == n - 2)
+    train, valid, test = df[~is_test & ~is_valid], df[is_valid], df[is_test]
+    users = np.unique(test[USER].to_numpy())
+    support = df[~is_test & df[USER].isin(users).to_numpy()]
+    for r in range(repeats):
+        task = EvalTask("next-item", r, None, users, support, test, ds.n_items)
+        yield Fold("next-item", r, ds.with_interactions(train), tasks=[task], valid=valid)
 
 
 # ------------------------------------------------------------------------------- cold user / item
@@ -356,6 +397,8 @@ def make_folds(ds: Dataset, protocol: str, params: dict, seed: int) -> Iterator[
     try:
         if protocol == "warm":
             yield warm(ds, **params)
+        elif protocol == "next-item":
+            yield from next_item(ds, **params)
         elif protocol == "cold-user":
             yield from cold_user(ds, seed=seed, **params)
         elif protocol == "cold-item":

@@ -73,9 +73,11 @@ def evaluate_task(
     perm = np.random.default_rng(seed).permutation(n_cand)  # ranking happens in this column order
     pop_cand = pop_cand[perm]
     tail = M.tail_items(pop_cand)
+    # a model that reads order (SASRec) gets each entry's time position as its value
+    given = task.history_order if getattr(model, "reads_order", False) else history
     for start in range(0, len(task.users), rows):
         sl = slice(start, start + rows)
-        state = model.fold_in(history[sl], task.users[sl], known=not task.cold_users)
+        state = model.fold_in(given[sl], task.users[sl], known=not task.cold_users)
         scores = np.asarray(model.score_state(state, cand), dtype=np.float64)[:, perm]
         seen = h_cand[sl].toarray().astype(bool)[:, perm]
         rel = t_cand[sl].toarray().astype(bool)[:, perm] & ~seen

@@ -167,6 +167,13 @@ def _line(bar: Progress, task_id: Any, t0: float, what: str, seconds: float) -> 
     return f"{what}: {seconds:.1f}s; {done}/{total} fits, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
 
 
+def _cannot_score(model: Recommender, kind: str, fold: Fold) -> bool:
+    """A launch-day fold (cold items, no early adopters revealed) asked of a model that says, before any
+    fit, that it cannot score items unseen in training: fitting it would only be thrown away."""
+    launch_day = fold.cold_items is not None and (fold.revealed is None or not len(fold.revealed))
+    return launch_day and not model.supports_cold_items and kind not in WRAPPERS
+
+
 def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress: bool = True,
                    log: Callable[[str], Any] | None = None) -> ExperimentResult:  # fmt: skip
     """Every model on every fold of every protocol. `progress` draws a bar; `log` (e.g. `print`) gets one
@@ -183,6 +190,7 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
     cells: dict[tuple[str, int | None, str], Cell] = {}
     models_cfg = cfg["models"]
     artifacts: dict[str, tuple[Recommender, set[str]]] = {}
+    info = ds.summary()
     with _progress() as bar:
         task_id = bar.add_task("evaluating", total=None, visible=progress)
         for protocol, params in cfg["protocols"].items():
@@ -191,6 +199,13 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
             kind = params.pop("type", protocol)  # two variants of one protocol can run side by side
             folds = list(make_folds(ds, kind, params, seed))
             timings[f"split:{protocol}"] = time.perf_counter() - t_split
+            if ds.kg is not None and any(f.cold_items is not None for f in folds):  # the report's kg section
+                cold = np.concatenate([f.cold_items for f in folds if f.cold_items is not None])
+                facts = ds.items_with_facts()
+                info.setdefault("kg_cold_items", {})[protocol] = {
+                    "cold_items": len(np.unique(cold)),
+                    "with_facts": int(facts[np.unique(cold)].sum()),
+                }
             bar.update(task_id, total=(bar.tasks[0].total or 0) + len(folds) * len(models_cfg))
             for fold in folds:
                 pop = np.bincount(fold.train.interactions["item"].to_numpy(), minlength=ds.n_items)
@@ -214,7 +229,8 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                         _check_unseen(mcfg["artifact"], trained_on, ds, fold)
                     else:
                         model = build_model(kind, mcfg, seed=seed + fold.fold)
-                        model.fit(fold.train, valid=fold.valid, revealed=fold.revealed)
+                        if not _cannot_score(model, kind, fold):  # else every task reports it skipped, unfitted
+                            model.fit(fold.train, valid=fold.valid, revealed=fold.revealed)
                     model.display_name = display  # type: ignore[attr-defined]
                     key = f"fit:{protocol}:{display}"
                     timings[key] = timings.get(key, 0.0) + time.perf_counter() - t_fit
@@ -232,4 +248,4 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
                                   time.perf_counter() - t_fit))  # fmt: skip
     timings["total"] = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    return ExperimentResult(cfg, ds.summary(), cells, timings, peak_mb)
+    return ExperimentResult(cfg, info, cells, timings, peak_mb)

@@ -122,6 +122,27 @@ def beyond_accuracy(summary: dict[str, Any], main_metric: str) -> list[str]:
     return out if len(out) > 4 else []
 
 
+def kg_section(ds: dict[str, Any]) -> list[str]:
+    """Coverage of the dataset's knowledge graph, and of the cold items a protocol asks about."""
+    if "kg_triples" not in ds:
+        return []
+    n = max(1, int(ds["items"]))
+    rows = [["what", "count", "share of items"],
+            ["triples", f"{ds['kg_triples']:,}", ""], ["relations", str(ds["kg_relations"]), ""],
+            ["items linked to an entity", f"{ds['kg_linked_items']:,}", f"{ds['kg_linked_items'] / n:.1%}"],
+            ["items with facts", f"{ds['kg_items_with_facts']:,}", f"{ds['kg_items_with_facts'] / n:.1%}"]]  # fmt: skip
+    for protocol, c in ds.get("kg_cold_items", {}).items():
+        share = c["with_facts"] / max(1, c["cold_items"])
+        rows.append(
+            [f"{protocol}: cold items with facts", f"{c['with_facts']:,} of {c['cold_items']:,}", f"{share:.1%}"]
+        )
+    dropped = {k: v for k, v in (ds.get("kg_dropped") or {}).items() if v}
+    out = ["## Knowledge graph", "", _md(rows), ""]
+    if dropped:
+        out += ["Dropped while loading: " + ", ".join(f"{k} {v}" for k, v in dropped.items()) + ".", ""]
+    return out
+
+
 def markdown(result: ExperimentResult) -> str:
     summary = result.summary()
     cfg = result.config
@@ -161,6 +182,7 @@ def markdown(result: ExperimentResult) -> str:
     if len(comp) > 1:
         listed = ", ".join(cfg["evaluation"]["compare_to_best"])
         parts += [f"## Paired comparison with the best of {listed}", "", _md(comp), ""]
+    parts += kg_section(ds)
     parts += ["## All metrics", ""]
     for lab, cells in summary.items():
         metrics = list(dict.fromkeys(m for e in cells.values() for m in e.get("metrics", {})))

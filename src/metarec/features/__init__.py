@@ -22,6 +22,7 @@ from metarec.features.base import FeatureSource, Side
 from metarec.features.distilled import DistilledSource
 from metarec.features.fields import FieldsSource
 from metarec.features.ids import IdSource
+from metarec.features.kg import KGSource
 from metarec.features.text import TextSource
 from metarec.features.tower import Tower
 
@@ -30,6 +31,7 @@ SOURCES: dict[str, type[FeatureSource]] = {
     "id": IdSource,
     "fields": FieldsSource,
     "distilled": DistilledSource,
+    "kg": KGSource,
 }
 
 
@@ -61,6 +63,7 @@ __all__ = [
     "FeatureSource",
     "FieldsSource",
     "IdSource",
+    "KGSource",
     "TextSource",
     "Tower",
     "build_sources",

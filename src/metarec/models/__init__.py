@@ -14,10 +14,12 @@ from metarec.models.baselines import (
     PopularityRecommender,
     RandomRecommender,
 )
+from metarec.models.cke import CKERecommender
 from metarec.models.content import ContentKNNRecommender
 from metarec.models.llm_rerank import LLMRerankRecommender, LLMZeroShotRecommender
 from metarec.models.meta import MetaRecommender
 from metarec.models.rerank import TailRerankRecommender
+from metarec.models.sequential import GRU4RecRecommender, SASRecRecommender
 
 REGISTRY: dict[str, type[Recommender]] = {
     "random": RandomRecommender,
@@ -31,9 +33,12 @@ REGISTRY: dict[str, type[Recommender]] = {
     "rerank": TailRerankRecommender,
     "llm-rerank": LLMRerankRecommender,  # a generative LM re-ranks a retriever's candidates (metarec[llm])
     "llm-zero-shot": LLMZeroShotRecommender,
+    "cke": CKERecommender,  # MF + TransE on the knowledge graph, jointly trained (the KG baseline)
+    "sasrec": SASRecRecommender,  # next item from the ordered history (self-attention)
+    "gru4rec": GRU4RecRecommender,
 }
 #: models that read item / user text; the experiment hands them the config's [text] table
-TEXT_MODELS = {"content", "meta"}
+TEXT_MODELS = {"content", "meta", "sasrec", "gru4rec"}
 #: models that wrap another (`base = { type = ... }`): a text-reading base gets the [text] table too
 WRAPPERS = {"rerank", "llm-rerank", "llm-zero-shot"}
 

@@ -70,16 +70,57 @@ def aggregate_reviews(
     return out
 
 
-def kg_facts(ds: Dataset, max_facts: int = 10) -> list[str]:
-    """Freebase facts about each item as 'relation tail' phrases (ids, useful as lexical tokens)."""
+#: relations an item's facts are listed in (Freebase names' last part), most telling first
+FACT_ORDER = ("directed_by", "written_by", "actor", "produced_by", "genre", "subjects", "sequel", "prequel",
+              "story_by", "music", "cinematography", "production_companies", "country", "language")  # fmt: skip
+_OPAQUE = r"^[a-z]\.[0-9a-z_]+$"  # Freebase MIDs (m.0abc12): an identifier, not a name
+
+
+def kg_facts(ds: Dataset, max_facts: int = 10, also_in: int = 2) -> list[str]:
+    """An item's facts as phrases a language model can read: "directed by (also: Jaws; E.T.)".
+
+    A tail with a readable label (a user's graph: "Steven Spielberg") is written as is. An opaque id
+    (Freebase's m.0abc) is named by the catalogue's own titles: a linked item it is, or up to
+    `also_in` other items that share it through the same relation; a fact nobody else shares says
+    nothing a reader could use and is left out. Facts are listed in `FACT_ORDER`, at most `max_facts`.
+    """
     if ds.kg is None:
         return [""] * ds.n_items
-    link, kg = ds.kg.links, ds.kg.triples
-    ent_of = dict(zip(link["item_id"].astype(str), link["entity"], strict=False))
-    facts = kg.assign(rel=kg["relation"].str.rsplit(".", n=1).str[-1].str.replace("_", " "))
-    facts = facts.groupby("head").head(max_facts)
-    by_head = (facts["rel"] + " " + facts["tail"]).groupby(facts["head"]).agg("; ".join)
-    lookup = by_head.to_dict()
+    links = ds.kg.links.assign(item_id=ds.kg.links["item_id"].astype(str))
+    title_col = "title" if "title" in ds.items.columns else "item_id"
+    titles = ds.items[["item_id", title_col]].astype(str).set_axis(["item_id", "title"], axis=1)
+    named = links.merge(titles, on="item_id")  # entity -> its item's title
+    title_of = dict(zip(named["entity"], named["title"], strict=False))
+    kg = ds.kg.triples[ds.kg.triples["head"].isin(title_of)]  # facts about items
+    rel = kg["relation"].astype(str).str.rsplit(".", n=1).str[-1]
+    facts = pd.DataFrame(
+        {"head": kg["head"].to_numpy(), "rel": rel.to_numpy(), "tail": kg["tail"].astype(str).to_numpy()}
+    )
+    rank = {r: i for i, r in enumerate(FACT_ORDER)}
+    facts["order"] = facts["rel"].map(rank).fillna(len(FACT_ORDER))
+    row_of = {e: r for r, e in enumerate(ds.items["item_id"].astype(str).map(dict(zip(named["item_id"], named["entity"],
+                                                                                     strict=False))))}  # fmt: skip
+    facts["row"] = facts["head"].map(row_of)
+    facts = facts.sort_values(["row", "order"], kind="stable")  # catalogue order, then FACT_ORDER
+    # who else shares each (relation, tail): the first `also_in + 1` items' titles, in catalogue order
+    sharers = facts.groupby(["rel", "tail"], sort=False)["head"].agg(lambda h: [title_of[x] for x in h[: also_in + 1]])
+    opaque = facts["tail"].str.match(_OPAQUE)
+    words = facts["rel"].str.replace("_", " ")
+    phrase = []
+    for head, tail, word, is_id, key in zip(
+        facts["head"], facts["tail"], words, opaque, zip(facts["rel"], facts["tail"], strict=True), strict=True
+    ):
+        if not is_id:
+            phrase.append(f"{word} {tail}")
+        elif tail in title_of:
+            phrase.append(f"{word} {title_of[tail]}")
+        else:
+            others = [t for t in sharers[key] if t != title_of[head]][:also_in]
+            phrase.append(f"{word} (also: {'; '.join(others)})" if others else "")
+    facts["phrase"] = phrase
+    facts = facts[facts["phrase"] != ""].groupby("head", sort=False).head(max_facts)
+    lookup = facts.groupby("head", sort=False)["phrase"].agg(", ".join).to_dict()
+    ent_of = dict(zip(links["item_id"], links["entity"], strict=False))
     return [lookup.get(ent_of.get(str(i), ""), "") for i in ds.items["item_id"]]
 
 
