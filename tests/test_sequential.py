@@ -109,3 +109,33 @@ def test_from_frames_keeps_rows_together_whatever_the_index():
     got = ds.interactions.assign(u=ds.users["user_id"].to_numpy()[ds.interactions["user"]])
     assert got.set_index("u")[["rating", "timestamp"]].loc[["a", "b", "c"]].to_numpy().tolist() == [
         [1.0, 10], [2.0, 20], [3.0, 30]]  # fmt: skip
+
+
+def test_sequence_aware_set_encoder_follows_the_latest_taste():
+    """Users switch topic part-way (a few items of topic A, then topic B); the support is the earliest 8
+    items, so it holds both, and the query is the rest of B. Attention with recency positions learns to
+    follow the latest items; the order-free mean follows the majority."""
+    from metarec.data.splits import cold_user
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(300):
+        a, b = rng.choice(6, 2, replace=False)
+        s = int(rng.integers(3, 7))
+        seq = [*(rng.choice(10, s, replace=False) + 10 * a), *(rng.choice(10, 8, replace=False) + 10 * b)]
+        rows += [(f"u{u}", f"i{i}", t) for t, i in enumerate(seq)]
+    ds = Dataset.from_frames("switch", pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+    fold = next(cold_user(ds, shots=[8], n_folds=4, folds=[0], seed=0, support="earliest", valid_ratio=0.1))
+    base = {"epochs": 40, "dim": 16, "item_features": {"id": {}}, "train_support": "earliest", "train_shots": [8],
+            "valid_k": [8], "set_encoder": True}  # fmt: skip
+    got = {}
+    for name, extra in (("mean", {}), ("sequence", {"support_order": True})):
+        model = build_model("meta", {**base, **extra}, seed=0).fit(fold.train, valid=fold.valid)
+        got[name] = float(np.mean(evaluate_task(model, fold.tasks[0], [10], ("ndcg",)).per_user["ndcg@10"]))
+    assert model.reads_order and got["sequence"] > 1.2 * got["mean"], got
+    # a new user: the same items in the opposite order give a different start
+    a = model.adapt(pd.DataFrame({"item": [0, 1, 2, 30, 31]}))
+    b = model.adapt(pd.DataFrame({"item": [30, 31, 0, 1, 2]}))
+    assert not np.allclose(model.score_state(a), model.score_state(b))
+    with pytest.raises(ConfigError, match="set_encoder"):
+        build_model("meta", {"support_order": True})

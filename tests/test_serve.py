@@ -586,3 +586,28 @@ def test_index_update_replaces_a_row_exactly_and_in_hnsw(exact_below):
     assert ids[0] == 5 and np.isclose(scores[0], 10 * q @ q, rtol=1e-4)
     with pytest.raises(IndexError):
         index.update(np.array([300]), q)
+
+
+def test_a_sequence_aware_model_explains_with_what_it_attended_to(synth, tmp_path):
+    """With support_order, the service adapts on the user's events in order and cites the items the
+    set encoder weighed most (the model's attention), not merely the nearest in text space."""
+    from metarec.models import build_model
+    from metarec.models.io import save_model
+
+    features = {"text": {"template": "{title}. {description}"}, "id": {}}
+    model = build_model("meta", {"epochs": 4, "dim": 16, "item_features": features, "set_encoder": True,
+                                 "support_order": True}).fit(synth)  # fmt: skip
+    path = save_model(model, tmp_path / "seq", synth)
+    with TestClient(create_app(path, f"sqlite:///{tmp_path / 's.db'}", token=TOKEN)) as c:
+        c.post("/users", json={"id": "carol"}, headers=AUTH)
+        liked = [f"i{i}" for i in range(8)]
+        c.post("/users/carol/interactions", json={"events": [{"item": i, "kind": "like"} for i in liked]}, headers=AUTH)
+        service = c.app.state.service
+        state, _ = service._state("carol")
+        attended = state.payload["attended"]
+        assert sorted(attended) == list(range(8))  # every liked item, heaviest first
+        weights = dict(model.attention(state.history)[0])
+        assert abs(sum(weights.values()) - 1) < 1e-5 and attended[0] == max(weights, key=weights.get)
+        recs = c.get("/users/carol/recommendations?k=5&explain=true", headers=AUTH).json()
+        cited = {x for r in recs for x in r["because_you_liked"]}
+        assert cited and cited <= {service.titles[i] for i in attended[:3]}  # titles of the 3 most attended

@@ -81,25 +81,52 @@ def user_start(theta: Params, n: int, feats: dict[str, torch.Tensor] | None = No
     return u
 
 
-def init_set_encoder(dim: int) -> Params:
-    """Weights of the amortised start: zero, so training starts from the plain model."""
-    return {"set_W": torch.zeros(dim, dim), "set_kappa": torch.tensor(1.0)}
+#: recency positions the sequence-aware set encoder tells apart (older support items share the last one)
+RECENCY = 32
+
+
+def init_set_encoder(dim: int, order: bool = False) -> Params:
+    """Weights of the amortised start: zero, so training starts from the plain model. With `order`, an
+    attention query over the support items' vectors and a bias per recency position (zero: the mean)."""
+    p = {"set_W": torch.zeros(dim, dim), "set_kappa": torch.tensor(1.0)}
+    if order:
+        p.update({"seq_q": torch.zeros(dim), "seq_pos": torch.zeros(RECENCY)})
+    return p
+
+
+def support_attention(theta: Params, sup: torch.Tensor, E: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """(n, n_items) weights over each user's support items, summing to 1 (0 elsewhere): MetaTL-style
+    attention over the k items, scored by content (E_j . q) plus a learned bias for the item's recency
+    (0 = the latest; `order` holds time positions, larger = later; None: every item is the latest)."""
+    mask = sup > 0
+    logits = (E @ theta["seq_q"]).expand_as(sup)
+    if order is not None:
+        later = order.masked_fill(~mask, float("-inf"))
+        recency = torch.argsort(torch.argsort(later, dim=1, descending=True, stable=True), dim=1)
+        logits = logits + theta["seq_pos"][recency.clamp(max=RECENCY - 1)]
+    else:
+        logits = logits + theta["seq_pos"][0]
+    w = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)
+    return torch.nan_to_num(w, nan=0.0)  # a user with no support: all zeros
 
 
 def start_vector(theta: Params, n: int, feats: dict[str, torch.Tensor] | None, sup: torch.Tensor,
-                 E: torch.Tensor) -> torch.Tensor:  # fmt: skip
+                 E: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Each user's start u0 before the inner loop.
 
     Plain: user_init + the profile's projections. With the set encoder, the support items speak too:
     their mean item vector through a learned map, weighted by g = k / (k + kappa), while the profile
-    part is weighted by 1 - g, so the prior fades as evidence grows instead of fighting it."""
+    part is weighted by 1 - g, so the prior fades as evidence grows instead of fighting it. The
+    sequence-aware encoder replaces the mean by attention over the support items with recency
+    positions (`support_attention`)."""
     u = user_start(theta, n, feats)
     if "set_W" not in theta:
         return u
     mask = (sup > 0).to(E.dtype)
     k = mask.sum(-1, keepdim=True)
     gate = k / (k + torch.nn.functional.softplus(theta["set_kappa"]))
-    pooled = (mask @ E) / k.clamp(min=1.0)
+    # attention over the support (sequence-aware) or their mean
+    pooled = support_attention(theta, sup, E, order) @ E if "seq_q" in theta else (mask @ E) / k.clamp(min=1.0)
     profile = u - theta["user_init"]
     return theta["user_init"] + (1 - gate) * profile + gate * (pooled @ theta["set_W"].T)
 

@@ -32,6 +32,7 @@ from metarec.meta.scorer import (
     item_table,
     multinomial_nll,
     start_vector,
+    support_attention,
 )
 from metarec.meta.tasks import EpisodeSampler, split_rows, time_rank_matrix
 from metarec.meta.warmup import Adopters, apply_warmup, earliest_adopters, init_item_warmup, reveal_matrix
@@ -60,6 +61,7 @@ class MetaRecommender(Recommender):
         inner_reg: float = 0.0,
         shot_gamma: float = 0.0,
         set_encoder: bool = False,
+        support_order: bool = False,
         item_warmup: float = 0.0,
         warmup_epochs: int = 20,
         warmup_items: float = 0.2,
@@ -93,6 +95,7 @@ class MetaRecommender(Recommender):
         self.inner_reg = inner_reg
         self.shot_gamma = shot_gamma
         self.set_encoder = set_encoder  # the start vector also reads the support items (amortised)
+        self.support_order = support_order  # ... as a sequence: attention over them with recency positions
         self.item_warmup = item_warmup  # > 0: new items learn from their early adopters (`meta/warmup.py`)
         self.warmup_epochs = warmup_epochs  # second phase: only the warm-up weights learn, the rest frozen
         self.warmup_items = warmup_items  # share of training items kept from the base network to play launches
@@ -141,6 +144,11 @@ class MetaRecommender(Recommender):
         if self.item_warmup and not items.learned_table:
             raise ConfigError("item_warmup needs the item ID residual (item_features.id = {}): warm items are "
                               "told apart from new ones by it")  # fmt: skip
+        if self.support_order and not self.set_encoder:
+            raise ConfigError("support_order reads the support items as a sequence in the set encoder: "
+                              "set set_encoder = true too")  # fmt: skip
+        if self.support_order and self.objective != "ranking":
+            raise ConfigError("support_order is for the ranking objective (time order of implicit feedback)")
         self._user_tower()
 
     def _item_tower(self) -> Tower:
@@ -263,7 +271,7 @@ class MetaRecommender(Recommender):
         theta = init_params(train.n_items, self.dim, self.items_.dims, self.users_.dims, self.hidden, self.seed)
         theta["shot_gamma"] = torch.tensor(float(self.shot_gamma))
         if self.set_encoder:
-            theta.update(init_set_encoder(self.dim))
+            theta.update(init_set_encoder(self.dim, order=self.support_order))
         if self.item_warmup:
             theta.update(init_item_warmup(self.dim))
         if self.objective == "rating":  # start from the (shrunk) item means, the classic strong baseline
@@ -291,7 +299,8 @@ class MetaRecommender(Recommender):
                 mask = qry > 0
                 out.append(-float(np.sqrt((((pred - vals) ** 2) * mask).sum() / mask.sum())))
                 continue
-            scores = self._scores(self._adapt_dense(sup, vusers[ok], known=False))
+            order = rows[ok].toarray() * sup if self.support_order else None  # time ranks of the support
+            scores = self._scores(self._adapt_dense(sup, vusers[ok], known=False, order=order))
             scores[sup > 0] = -np.inf
             rel = qry > 0
             top = M.topk(scores, 10)
@@ -327,13 +336,18 @@ class MetaRecommender(Recommender):
 
     def _adapt_dense(self, sup: np.ndarray, users: np.ndarray | None, known: bool,
                      profile: dict[str, torch.Tensor] | None = None,
-                     added: tuple[np.ndarray, np.ndarray] | None = None) -> Params:  # fmt: skip
+                     added: tuple[np.ndarray, np.ndarray] | None = None,
+                     order: np.ndarray | None = None) -> Params:  # fmt: skip
         net = self._net(adapting=True)
         if added is not None:  # items placed after training join the table the inner loop ranks over
             net.E = torch.cat([net.E, torch.from_numpy(np.asarray(added[0], np.float32))])
             net.b = torch.cat([net.b, torch.from_numpy(np.asarray(added[1], np.float32))])
         sup_t = torch.from_numpy(np.ascontiguousarray(sup, dtype=np.float32))
-        u0 = start_vector(net.theta, sup.shape[0], self._user_feats(users, profile), sup_t, net.E)
+        order_t = None
+        if order is not None:
+            order = np.hstack([order, np.zeros((len(order), sup.shape[1] - order.shape[1]), order.dtype)])
+            order_t = torch.from_numpy(np.ascontiguousarray(order, dtype=np.float32))
+        u0 = start_vector(net.theta, sup.shape[0], self._user_feats(users, profile), sup_t, net.E, order_t)
         with torch.no_grad():
             fast = self.algorithm_.adapt(net, sup_t, u0, users, known)
         return {k: v.detach() for k, v in fast.items()}
@@ -343,12 +357,34 @@ class MetaRecommender(Recommender):
             out = batch_logits(fast, self._net()).numpy()
         return out if items is None else out[:, items]
 
+    @property
+    def reads_order(self) -> bool:
+        """With `support_order`, `fold_in` reads `history.data` as time positions (larger = later)."""
+        return bool(self.support_order)
+
     def fold_in(self, history: sp.csr_matrix, users: np.ndarray | None = None, known: bool = False) -> UserState:
         history = history.tocsr().astype(np.float32)
-        return UserState(history, self._adapt_dense(history.toarray(), users, known))
+        dense = history.toarray()
+        if self.support_order:  # values are time positions: the support is binary, the order read apart
+            return UserState(history, self._adapt_dense((dense > 0).astype(np.float32), users, known, order=dense))
+        return UserState(history, self._adapt_dense(dense, users, known))
 
     def score_state(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
         return self._scores(state.payload, items)
+
+    def attention(self, history: sp.csr_matrix) -> list[list[tuple[int, float]]]:
+        """Per user, how much each support item weighed in the start vector (the sequence-aware set
+        encoder's attention; `history.data` = time positions), heaviest first: which past interactions
+        drove the recommendations, for explanations."""
+        if not self.support_order:
+            raise ConfigError("attention weights exist with support_order = true (the sequence-aware set encoder)")
+        h = history.tocsr()
+        dense = torch.from_numpy(h.toarray().astype(np.float32))
+        theta = {k: v.detach() for k, v in self.theta_.items()}
+        with torch.no_grad():
+            w = support_attention(theta, (dense > 0).float(), self.base_items_[0], dense).numpy()
+        return [sorted(((int(i), float(w[r, i])) for i in h[r].indices), key=lambda p: -p[1])
+                for r in range(h.shape[0])]  # fmt: skip
 
     # ------------------------------------------------------------------ serving (the Servable protocol)
     @property
@@ -368,6 +404,11 @@ class MetaRecommender(Recommender):
         if n_added and len(items) and (items.min() < 0 or items.max() >= self.n_items_ + n_added):
             raise ConfigError(f"support names items outside 0..{self.n_items_ + n_added - 1}")
         state = super().adapt(support[items < self.n_items_])
+        if self.support_order and len(items):  # the items in the order given (or by timestamp)
+            from metarec.models.sequential import order_matrix
+
+            known_rows = support[items < self.n_items_].assign(user=0)
+            state = self.fold_in(order_matrix(known_rows, 1, self.n_items_), None, known=False)
         feats = None
         if profile_text and self.reads_profile_text:
             # text sources read the profile as written; other user sources see no fields (zeros)
@@ -375,12 +416,15 @@ class MetaRecommender(Recommender):
             feats = {s.name: torch.from_numpy(s.encode([profile_text], "profile")) if isinstance(s, TextSource)
                      else torch.from_numpy(s.transform(records)) for s in self.users_.dense}  # fmt: skip
         if feats is not None or n_added:
-            sup = state.history.toarray()
+            sup = (state.history.toarray() > 0).astype(np.float32)
+            order = state.history.toarray() if self.support_order else None
             if n_added:
                 extra = np.zeros((1, n_added), sup.dtype)
                 extra[0, items[items >= self.n_items_] - self.n_items_] = 1.0
                 sup = np.hstack([sup, extra])
-            state.payload = self._adapt_dense(sup, None, False, profile=feats, added=added if n_added else None)
+            state.payload = self._adapt_dense(
+                sup, None, False, profile=feats, added=added if n_added else None, order=order
+            )
         return state
 
     def query_vector(self, state: UserState) -> np.ndarray:
@@ -529,6 +573,7 @@ class _MetaStep:
             vals = self.ratings[bu].toarray().astype(np.float32)
             sup, qry = sup * vals, qry * vals
         theta, feats, warm = m.theta_, m.items_.rows(), m.warm_
+        order = self.ranks[bu].toarray().astype(np.float32) * (sup > 0) if m.support_order else None
         if m.negatives and m.objective == "ranking" and self.n_items > m.negatives:
             # sampled softmax: this batch's items plus a shared uniform sample of negatives;
             # only their rows of the item table are computed
@@ -536,10 +581,12 @@ class _MetaStep:
             theta = {k: (v[cols] if k in ("item_res", "item_bias") else v) for k, v in theta.items()}
             feats, warm, keep = m.items_.rows(cols), warm[cols], keep[cols]
             sup, qry = sup[:, cols.numpy()], qry[:, cols.numpy()]
+            order = None if order is None else order[:, cols.numpy()]
         E, b = item_table(theta, feats, warm, keep)
         net = Net(m.theta_, m.lrs_, m._inner(), E, b, m.extra_)
         sup_t, qry_t = torch.from_numpy(np.ascontiguousarray(sup)), torch.from_numpy(np.ascontiguousarray(qry))
-        u0 = start_vector(m.theta_, len(bu), m.users_.rows(bu) if m.users_.matrices_ else None, sup_t, E)
+        order_t = None if order is None else torch.from_numpy(np.ascontiguousarray(order))
+        u0 = start_vector(m.theta_, len(bu), m.users_.rows(bu) if m.users_.matrices_ else None, sup_t, E, order_t)
         return m.algorithm_.outer_loss(net, Batch(bu, sup_t, qry_t, u0))
 
     def _sample_columns(self, sup: np.ndarray, qry: np.ndarray, rng: np.random.Generator) -> torch.Tensor:

@@ -325,9 +325,9 @@ class RecommenderService:
             positives, seen = list(prior["positives"]), set(prior["seen"])  # copies: readers use the old ones
         else:
             rows = s.execute(
-                select(Interaction.id, Interaction.item_id, Interaction.kind, Interaction.rating).where(
-                    Interaction.user_id == user.id
-                )
+                select(Interaction.id, Interaction.item_id, Interaction.kind, Interaction.rating)
+                .where(Interaction.user_id == user.id)
+                .order_by(Interaction.id)
             ).all()
             positives, seen = [], set()
             if user.external_id in self.train_users:
@@ -340,14 +340,25 @@ class RecommenderService:
         snapshot = self.added
         added = snapshot if len(snapshot[1]) else None
         n_known = self.model.n_items_ + len(snapshot[1])
-        support = pd.DataFrame({"item": sorted({i for i in positives if i < n_known})})
+        ordered = getattr(self.model, "reads_order", False)
+        known = [i for i in dict.fromkeys(positives) if i < n_known]  # first use, in event order
+        support = pd.DataFrame({"item": known if ordered else sorted(known)})
         profile = user.profile_text or None
         state = self.model.adapt(support, profile if self.model.reads_profile_text else None, added)
+        attended: list[int] = []
+        if ordered and len(support):  # the items the sequence encoder weighed most: what explanations cite
+            attended = [i for i, _ in getattr(self.model, "attention")(state.history)[0]]  # noqa: B009
         h = self.model.query_vector(state)[0]
         p = self._profile_vector(profile)
         # ids only grow: a later state has a larger one
         version = max((r.id for r in rows), default=prior["version"] if prior is not None else 0)
-        state.payload = {"seen": seen, "positives": positives, "profile": profile, "version": version}
+        state.payload = {
+            "seen": seen,
+            "positives": positives,
+            "profile": profile,
+            "version": version,
+            "attended": attended,
+        }
         return state, np.concatenate([h, [1.0], p]).astype(np.float32)
 
     def _profile_vector(self, profile: str | None) -> np.ndarray:
@@ -433,6 +444,8 @@ class RecommenderService:
         """Why, per item: the user's own items nearest in the LLM space, and profile words found in the
         item's text (all items' texts in one query: one session per request, not one per item)."""
         pos = [p for p in dict.fromkeys(info["positives"]) if p < len(self.text_vectors)]
+        if info.get("attended"):  # a sequence-aware model says which past items drove the user's vector
+            pos = [p for p in info["attended"][:3] if p < len(self.text_vectors)] or pos
         texts = self._item_texts(items) if info["profile"] else {}
         profile_words = list(dict.fromkeys(_WORD.findall((info["profile"] or "").lower())))
         # one product for all items: column j holds item j's similarity to each of the user's items
