@@ -42,7 +42,6 @@ def main() -> int:
     from metarec.data.sources import load_dataset
     from metarec.data.splits import next_item
     from metarec.models import build_model
-    from metarec.utils import versions
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="ml-100k", choices=list(DATASETS))
@@ -62,6 +61,13 @@ def main() -> int:
                  "epochs": info["epochs"], "seconds": time.perf_counter() - t0}  # fmt: skip
         log.append(entry)
         print(name, round(entry["valid_ndcg@10"], 4), f"{entry['seconds']:.0f}s", flush=True)
+        _write(log)  # after every fit: a run stopped part-way keeps what it measured
+    return 0
+
+
+def _write(log: list[dict]) -> None:
+    from metarec.utils import versions
+
     out = RESULTS / "selection_next_item.json"
     old = json.loads(out.read_text())["log"] if out.exists() else []
     done = {(x["dataset"], x["name"]) for x in log}
@@ -77,7 +83,6 @@ def main() -> int:
         lines.append(f"| {e['dataset']} | {e['name']} | {e['valid_ndcg@10']:.4f} | {e['best_epoch']} | {e['epochs']} | "
                      f"{e['seconds']:.0f} | `{json.dumps(e['params'])}` |")  # fmt: skip
     (RESULTS / "selection_next_item.md").write_text("\n".join(lines) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
