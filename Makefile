@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_query_set.py
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_text_tuning.py
+	$(BIN)/python benchmarks/bench_kg.py
 
 # ruff (incl. mccabe complexity, C90) and mypy; settings live in pyproject.toml
 lint: setup
