@@ -41,7 +41,23 @@ FAST = {
     "content": {"item_template": "{title}. {description}"},
     "meta": {"epochs": 2, "dim": 16, "item_features": TEXT_ID},
     "rerank": {"base": {"type": "als", "factors": 16, "iterations": 5}, "weight": 0.5},
+    "sasrec": {"dim": 16, "epochs": 2, "max_len": 10},
+    "gru4rec": {"dim": 16, "epochs": 2, "max_len": 10},
+    "cke": {"dim": 16, "epochs": 2, "batch_size": 1024},
 }
+
+
+def _with_topic_graph(ds):
+    """The synthetic catalogue with a small knowledge graph: each item's entity points at its topic."""
+    import dataclasses
+
+    import pandas as pd
+
+    from metarec.data.schema import KnowledgeGraph
+
+    ids = ds.items["item_id"].astype(str)
+    triples = pd.DataFrame({"head": "e." + ids, "relation": "has_topic", "tail": "t." + ds.items["topic"].astype(str)})
+    return dataclasses.replace(ds, kg=KnowledgeGraph(triples, pd.DataFrame({"item_id": ids, "entity": "e." + ids})))
 
 
 def _layer(module: str) -> int:
@@ -85,6 +101,8 @@ def test_clone_fit_and_state_round_trip(kind, fold, synth, tmp_path, request):
     train = fold.train
     if kind == "itemmean":
         train = synth  # needs ratings: the synthetic data has them
+    if kind == "cke":
+        train = _with_topic_graph(train)  # needs a knowledge graph
     params = FAST.get(kind)
     if kind.startswith("llm-"):  # a tiny random language model stands in for SmolLM2
         params = {"llm": request.getfixturevalue("tiny_lm"), "candidates": 5, "base": {"type": "popularity"}}

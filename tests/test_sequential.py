@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from metarec.data.schema import Dataset
-from metarec.data.splits import make_folds, next_item
+from metarec.data.splits import make_folds, next_item, order_matrix
 from metarec.errors import ConfigError
 from metarec.eval.evaluate import evaluate_task
 from metarec.models import build_model
-from metarec.models.sequential import last_items, order_matrix
+from metarec.models.sequential import last_items
 
 N_ITEMS = 40
 

@@ -67,8 +67,6 @@ class EvalTask:
     def history_order(self) -> sp.csr_matrix:
         """`history` with each entry's 1-based time position per user as its value, for models that read
         order (`reads_order`); oldest first, file order breaking timestamp ties."""
-        from metarec.models.sequential import order_matrix
-
         return order_matrix(self.support, len(self.users), self.n_items, _row_map(self.users, self.support))
 
     @property
@@ -123,6 +121,25 @@ def warm(ds: Dataset, test_ratio: float = 0.2, leave_out: int | None = None, min
     users = np.unique(test[USER].to_numpy())
     task = EvalTask("warm", 0, None, users, train[train[USER].isin(users)], test, ds.n_items)
     return Fold("warm", 0, ds.with_interactions(train), tasks=[task])
+
+
+def order_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in time order per user (timestamp, then any other time column, then file order)."""
+    if "timestamp" not in df.columns:
+        return df
+    return df.sort_values(time_columns(df, USER, "a sequence"), kind="stable")
+
+
+def order_matrix(df: pd.DataFrame, n_rows: int, n_items: int, row_of: np.ndarray | None = None) -> sp.csr_matrix:
+    """users x items with each entry's 1-based position in the user's time-ordered history (a re-used item
+    keeps its latest position); `row_of` maps user ids to rows (default: the user id is the row)."""
+    df = order_rows(df)
+    users = df[USER].to_numpy()
+    rows = users if row_of is None else row_of[users]
+    pos = df.groupby(USER, sort=False).cumcount().to_numpy() + 1
+    m = sp.coo_matrix((pos.astype(np.float32), (rows, df[ITEM].to_numpy())), shape=(n_rows, n_items)).tocsr()
+    m.sum_duplicates()  # a repeated item: the sum of its positions still orders it after its first use
+    return m
 
 
 def _row_map(users: np.ndarray, df: pd.DataFrame) -> np.ndarray:

@@ -405,7 +405,7 @@ class MetaRecommender(Recommender):
             raise ConfigError(f"support names items outside 0..{self.n_items_ + n_added - 1}")
         state = super().adapt(support[items < self.n_items_])
         if self.support_order and len(items):  # the items in the order given (or by timestamp)
-            from metarec.models.sequential import order_matrix
+            from metarec.data.splits import order_matrix
 
             known_rows = support[items < self.n_items_].assign(user=0)
             state = self.fold_in(order_matrix(known_rows, 1, self.n_items_), None, known=False)

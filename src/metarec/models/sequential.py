@@ -33,7 +33,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from metarec.data.schema import ITEM, USER, Dataset, time_columns
+from metarec.data.schema import ITEM, USER, Dataset
+from metarec.data.splits import order_matrix, order_rows
 from metarec.errors import ConfigError
 from metarec.features import Tower, build_sources
 from metarec.models.base import Recommender, UserState
@@ -41,25 +42,6 @@ from metarec.training.callbacks import EarlyStopping
 from metarec.training.trainer import Trainer
 
 ENCODERS = ("attention", "gru")
-
-
-def order_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows in time order per user (timestamp, then any other time column, then file order)."""
-    if "timestamp" not in df.columns:
-        return df
-    return df.sort_values(time_columns(df, USER, "a sequence"), kind="stable")
-
-
-def order_matrix(df: pd.DataFrame, n_rows: int, n_items: int, row_of: np.ndarray | None = None) -> sp.csr_matrix:
-    """users x items with each entry's 1-based position in the user's time-ordered history (a re-used item
-    keeps its latest position); `row_of` maps user ids to rows (default: the user id is the row)."""
-    df = order_rows(df)
-    users = df[USER].to_numpy()
-    rows = users if row_of is None else row_of[users]
-    pos = df.groupby(USER, sort=False).cumcount().to_numpy() + 1
-    m = sp.coo_matrix((pos.astype(np.float32), (rows, df[ITEM].to_numpy())), shape=(n_rows, n_items)).tocsr()
-    m.sum_duplicates()  # a repeated item: the sum of its positions still orders it after its first use
-    return m
 
 
 def last_items(history: sp.csr_matrix, max_len: int) -> np.ndarray:
