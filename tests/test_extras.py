@@ -78,3 +78,23 @@ def test_require_keeps_the_cause_when_the_package_itself_is_broken(monkeypatch, 
         require("metarec_test_broken", "serve")
     assert isinstance(info.value.__cause__, ImportError)
     assert info.value.__cause__.name == "metarec_test_missing_dep"
+
+
+def test_kg_source_without_pykeen_fails_in_one_line(monkeypatch, tmp_path):
+    """The `kg` feature source trains with PyKEEN, which comes with metarec[kg]."""
+    import pandas as pd
+
+    from metarec.data.schema import KnowledgeGraph
+    from metarec.data.sources import synthetic
+    from metarec.features import build_sources
+
+    monkeypatch.setenv("METAREC_HOME", str(tmp_path))  # no cached vectors to fall back on
+    monkeypatch.setitem(sys.modules, "pykeen", None)
+    ds = synthetic.make(n_users=30, n_items=20, seed=0)
+    kg = KnowledgeGraph(pd.DataFrame({"head": ["e0"], "relation": ["r"], "tail": ["t"]}),
+                        pd.DataFrame({"item_id": ["i0"], "entity": ["e0"]}))  # fmt: skip
+    import dataclasses
+
+    (src,) = build_sources({"kg": {"epochs": 1}}, "item")
+    with pytest.raises(MetarecError, match=r"needs pykeen, which is not installed: pip install 'metarec\[kg\]'"):
+        src.fit(dataclasses.replace(ds, kg=kg))
