@@ -71,7 +71,7 @@ class CKERecommender(Recommender):
         R = (torch.randn(n_rel, d, generator=g) * d**-0.5).requires_grad_()
         ie = torch.from_numpy(item_ent)
         linked = ie >= 0
-        pairs = train.interactions[[USER, ITEM]].drop_duplicates().to_numpy()
+        pairs = train.interactions[[USER, ITEM]].drop_duplicates().to_numpy(np.int64, copy=True)
         pos = torch.from_numpy(pairs)
         warm = torch.from_numpy(np.unique(pairs[:, 1]))
         kg = torch.from_numpy(triples)
