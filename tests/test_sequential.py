@@ -139,3 +139,10 @@ def test_sequence_aware_set_encoder_follows_the_latest_taste():
     assert not np.allclose(model.score_state(a), model.score_state(b))
     with pytest.raises(ConfigError, match="set_encoder"):
         build_model("meta", {"support_order": True})
+
+
+def test_a_reused_item_keeps_its_latest_position():
+    df = pd.DataFrame({"user": [0, 0, 0, 0], "item": [5, 6, 5, 7], "timestamp": [1, 2, 3, 4]})
+    m = order_matrix(df, 1, 10)
+    assert dict(zip(m.indices.tolist(), m.data.tolist(), strict=True)) == {5: 3.0, 6: 2.0, 7: 4.0}
+    assert last_items(m, 3).tolist() == [[7, 6, 8]]  # 6 then 5 then 7, as item + 1

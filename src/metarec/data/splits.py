@@ -134,12 +134,11 @@ def order_matrix(df: pd.DataFrame, n_rows: int, n_items: int, row_of: np.ndarray
     """users x items with each entry's 1-based position in the user's time-ordered history (a re-used item
     keeps its latest position); `row_of` maps user ids to rows (default: the user id is the row)."""
     df = order_rows(df)
-    users = df[USER].to_numpy()
-    rows = users if row_of is None else row_of[users]
     pos = df.groupby(USER, sort=False).cumcount().to_numpy() + 1
-    m = sp.coo_matrix((pos.astype(np.float32), (rows, df[ITEM].to_numpy())), shape=(n_rows, n_items)).tocsr()
-    m.sum_duplicates()  # a repeated item: the sum of its positions still orders it after its first use
-    return m
+    last = ~df.duplicated([USER, ITEM], keep="last").to_numpy()  # a re-used item: its latest use only
+    users, items, pos = df[USER].to_numpy()[last], df[ITEM].to_numpy()[last], pos[last]
+    rows = users if row_of is None else row_of[users]
+    return sp.csr_matrix((pos.astype(np.float32), (rows, items)), shape=(n_rows, n_items))
 
 
 def _row_map(users: np.ndarray, df: pd.DataFrame) -> np.ndarray:
