@@ -416,8 +416,10 @@ class MetaRecommender(Recommender):
             feats = {s.name: torch.from_numpy(s.encode([profile_text], "profile")) if isinstance(s, TextSource)
                      else torch.from_numpy(s.transform(records)) for s in self.users_.dense}  # fmt: skip
         if feats is not None or n_added:
-            sup = (state.history.toarray() > 0).astype(np.float32)
-            order = state.history.toarray() if self.support_order else None
+            sup = state.history.toarray()  # ratings for a rating model; positions with support_order
+            order = sup.copy() if self.support_order else None
+            if self.support_order:
+                sup = (sup > 0).astype(np.float32)
             if n_added:
                 extra = np.zeros((1, n_added), sup.dtype)
                 extra[0, items[items >= self.n_items_] - self.n_items_] = 1.0
