@@ -20,6 +20,24 @@ def synth():
     return synthetic.make(n_users=300, n_items=200, seed=0)
 
 
+def with_topic_graph(ds):
+    """A dataset with a small knowledge graph: each item's entity points at its planted topic."""
+    import dataclasses
+
+    import pandas as pd
+
+    from metarec.data.schema import KnowledgeGraph
+
+    ids = ds.items["item_id"].astype(str)
+    triples = pd.DataFrame({"head": "e." + ids, "relation": "has_topic", "tail": "t." + ds.items["topic"].astype(str)})
+    return dataclasses.replace(ds, kg=KnowledgeGraph(triples, pd.DataFrame({"item_id": ids, "entity": "e." + ids})))
+
+
+@pytest.fixture(scope="session")
+def synth_kg(synth):
+    return with_topic_graph(synth)
+
+
 @pytest.fixture(scope="session")
 def artifact(tmp_path_factory, synth):
     """A small meta model trained once and saved as a service artefact."""

@@ -47,19 +47,6 @@ FAST = {
 }
 
 
-def _with_topic_graph(ds):
-    """The synthetic catalogue with a small knowledge graph: each item's entity points at its topic."""
-    import dataclasses
-
-    import pandas as pd
-
-    from metarec.data.schema import KnowledgeGraph
-
-    ids = ds.items["item_id"].astype(str)
-    triples = pd.DataFrame({"head": "e." + ids, "relation": "has_topic", "tail": "t." + ds.items["topic"].astype(str)})
-    return dataclasses.replace(ds, kg=KnowledgeGraph(triples, pd.DataFrame({"item_id": ids, "entity": "e." + ids})))
-
-
 def _layer(module: str) -> int:
     part = module.split(".")[1] if module.count(".") else ""
     return LAYERS[part.removesuffix(".py")]
@@ -102,7 +89,9 @@ def test_clone_fit_and_state_round_trip(kind, fold, synth, tmp_path, request):
     if kind == "itemmean":
         train = synth  # needs ratings: the synthetic data has them
     if kind == "cke":
-        train = _with_topic_graph(train)  # needs a knowledge graph
+        from conftest import with_topic_graph
+
+        train = with_topic_graph(train)  # needs a knowledge graph
     params = FAST.get(kind)
     if kind.startswith("llm-"):  # a tiny random language model stands in for SmolLM2
         params = {"llm": request.getfixturevalue("tiny_lm"), "candidates": 5, "base": {"type": "popularity"}}

@@ -16,6 +16,9 @@ FAST = {
     "als": {"factors": 16, "iterations": 10},
     "bpr": {"factors": 16, "iterations": 50},
     "itemknn": {"neighbours": 50},
+    "sasrec": {"dim": 16, "epochs": 3, "max_len": 10},
+    "gru4rec": {"dim": 16, "epochs": 3, "max_len": 10},
+    "cke": {"dim": 16, "epochs": 3, "batch_size": 1024},
 }
 
 
@@ -79,6 +82,8 @@ def test_interface(synth, kind, request):
     m = build_model(kind, params)
     with pytest.raises(NotFittedError):
         m.recommend(0)
+    if kind == "cke":  # needs a knowledge graph: the planted topics as one
+        synth = request.getfixturevalue("synth_kg")
     m.fit(synth)
     recs = m.recommend(0, k=5)
     assert len(recs) == 5
