@@ -109,14 +109,18 @@ class Recommender(ABC):
         """Scores for users seen in training (their training rows are their history)."""
         self._check_fitted()
         users = np.asarray(users, dtype=np.int64)
-        return self.score_state(self.fold_in(self.train_matrix_[users], users, known=True), items)
+        return self.score_state(self.fold_in(self._known_history(users), users, known=True), items)
+
+    def _known_history(self, users: np.ndarray | list[int]) -> sp.csr_matrix:
+        """Training users' rows as `fold_in` reads them (binary here; time positions for order readers)."""
+        return self.train_matrix_[users]
 
     def state_for(self, user: int) -> UserState:
         """A training user's state, computed once (for a meta model that is an adaptation) and cached."""
         self._check_fitted()
         states = self.__dict__.setdefault("_states", {})
         if user not in states:
-            states[user] = self.fold_in(self.train_matrix_[[user]], np.array([user]), known=True)
+            states[user] = self.fold_in(self._known_history([user]), np.array([user]), known=True)
         return states[user]
 
     def recommend(self, user: int, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:

@@ -287,17 +287,8 @@ class SequentialRecommender(Recommender):
         table = self.table_.numpy()
         return state.payload @ (table if items is None else table[items]).T
 
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        self._check_fitted()
-        users = np.asarray(users, dtype=np.int64)
-        return self.score_state(self.fold_in(self.order_[users], users, known=True), items)
-
-    def state_for(self, user: int) -> UserState:
-        self._check_fitted()
-        states = self.__dict__.setdefault("_states", {})
-        if user not in states:
-            states[user] = self.fold_in(self.order_[[user]], np.array([user]), known=True)
-        return states[user]
+    def _known_history(self, users: np.ndarray | list[int]) -> sp.csr_matrix:
+        return self.order_[users]  # training users in time order (`score`, `recommend`)
 
     def adapt(self, support: pd.DataFrame, profile_text: str | None = None) -> UserState:
         """A new user's state from their items in the order given (or by `timestamp` when present)."""
