@@ -440,6 +440,29 @@ class EvaluationConfig(_Section):
     chunk_elements: Annotated[int, Field(ge=1)] = 1 << 24
 
 
+class DistributedConfig(_Section):
+    """[distributed]: which back-end runs the heavy steps (`metarec.distributed`), and with how many workers.
+
+    address: "local" starts a private Ray cluster for the run; "auto" joins one started by `ray start`;
+    "ray://host:10001" goes through Ray Client."""
+
+    backend: Literal["local", "ray"] = "local"
+    address: str = "local"
+    num_workers: Annotated[int, Field(ge=1)] = 2
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    encode_batch_size: Annotated[int, Field(ge=1)] = 64
+
+
+class TrackingConfig(_Section):
+    """[tracking]: MLflow experiment tracking of evaluate / train / tune runs (needs the `ray` or `track` extra).
+
+    `uri` None means `$MLFLOW_TRACKING_URI`, else a SQLite store in ./mlruns (artefacts beside it)."""
+
+    mlflow: bool = False
+    uri: str | None = None
+    experiment: str | None = None  # default: the config's name
+
+
 class ExperimentConfig(_Section):
     """A whole experiment file. `to_dict()` is the plain dict the runner and reports index."""
 
@@ -452,6 +475,8 @@ class ExperimentConfig(_Section):
     models: dict[str, ModelConfig]
     evaluation: EvaluationConfig = Field(default_factory=lambda: EvaluationConfig())
     tune: TuneSection | None = None
+    distributed: DistributedConfig = Field(default_factory=lambda: DistributedConfig())
+    tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -510,6 +535,8 @@ class ExperimentConfig(_Section):
             "models": {name: m.to_dict() for name, m in self.models.items()},
             "evaluation": self.evaluation.model_dump(),
             "tune": self.tune.to_dict() if self.tune is not None else None,
+            "distributed": self.distributed.model_dump(),
+            "tracking": self.tracking.model_dump(),
         }
 
 

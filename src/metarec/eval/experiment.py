@@ -174,78 +174,133 @@ def _cannot_score(model: Recommender, kind: str, fold: Fold) -> bool:
     return launch_day and not model.supports_cold_items and kind not in WRAPPERS
 
 
+@dataclass
+class Unit:
+    """One model on one fold: fitted once, scored on every task of the fold. The unit of distributed work."""
+
+    protocol: str
+    fold: Fold
+    display: str
+    kind: str
+    params: dict[str, Any]
+
+
+def _units(cfg: dict[str, Any], protocol: str, fold: Fold) -> list[Unit]:
+    out = []
+    for display, mcfg in cfg["models"].items():
+        mcfg = dict(mcfg)
+        kind = mcfg.pop("type", display)
+        if kind in TEXT_MODELS:
+            mcfg["text"] = {**cfg["text"], **mcfg.get("text", {})}
+        if kind in WRAPPERS and (mcfg.get("base") or {}).get("type") in TEXT_MODELS:  # the wrapped model
+            mcfg["base"] = {**mcfg["base"], "text": {**cfg["text"], **mcfg["base"].get("text", {})}}
+        if cfg.get("num_threads") and kind in ("itemknn", "als", "bpr"):
+            mcfg.setdefault("num_threads", cfg["num_threads"])
+        out.append(Unit(protocol, fold, display, kind, mcfg))
+    return out
+
+
+Artifacts = dict[str, tuple[Recommender, set[str]]]
+
+
+def score_unit(
+    cfg: dict[str, Any], ds: Dataset, unit: Unit, artifacts: Artifacts | None = None
+) -> tuple[list[TaskResult], float]:
+    """Fit (or load) the unit's model and score it on each task of its fold: (one result per task, fit seconds).
+
+    Seeded from the run's seed and the fold alone, so a unit gives the same numbers whichever process runs
+    it and in whatever order (the local loop and the Ray back-end call this same function)."""
+    seed = int(cfg["seed"])
+    ev = cfg["evaluation"]
+    fold, mcfg = unit.fold, unit.params
+    seed_everything(seed + fold.fold)
+    t_fit = time.perf_counter()
+    if "artifact" in mcfg:
+        # a trained artefact is scored as is: it must not have seen this split's test users
+        artifacts = {} if artifacts is None else artifacts
+        if mcfg["artifact"] not in artifacts:  # loaded once, scored on every fold
+            artifacts[mcfg["artifact"]] = _load_artifact(mcfg["artifact"], ds)
+        model, trained_on = artifacts[mcfg["artifact"]]
+        _check_unseen(mcfg["artifact"], trained_on, ds, fold)
+    else:
+        model = build_model(unit.kind, mcfg, seed=seed + fold.fold)
+        if not _cannot_score(model, unit.kind, fold):  # else every task reports it skipped, unfitted
+            model.fit(fold.train, valid=fold.valid, revealed=fold.revealed)
+    model.display_name = unit.display  # type: ignore[attr-defined]
+    fit_seconds = time.perf_counter() - t_fit
+    pop = np.bincount(fold.train.interactions["item"].to_numpy(), minlength=ds.n_items)
+    n_train_users = int(fold.train.interactions["user"].nunique())
+    ks, names, chunk = list(ev["ks"]), tuple(ev["metrics"]), int(ev["chunk_elements"])
+    results = [evaluate_task(model, t, ks, names, pop, n_train_users, chunk, seed) for t in fold.tasks]
+    return results, fit_seconds
+
+
 def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress: bool = True,
                    log: Callable[[str], Any] | None = None) -> ExperimentResult:  # fmt: skip
     """Every model on every fold of every protocol. `progress` draws a bar; `log` (e.g. `print`) gets one
-    line per fitted model instead, so a quiet run of many minutes still shows it is alive and when it ends."""
+    line per fitted model instead, so a quiet run of many minutes still shows it is alive and when it ends.
+
+    With `[distributed] backend = "ray"` the (fold, model) units run as Ray tasks; results are gathered
+    in the local run's order, so every number and every report is the same as a local run's."""
+    from metarec.distributed.cluster import ray_session, startup_seconds
+
     timings: dict[str, float] = {}
     seed = int(cfg["seed"])
     seed_everything(seed)
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(cfg["dataset"])
     timings["load_data"] = time.perf_counter() - t0
-    ev = cfg["evaluation"]
-    ks = list(ev["ks"])
-    metric_names = tuple(ev["metrics"])
     cells: dict[tuple[str, int | None, str], Cell] = {}
-    models_cfg = cfg["models"]
-    artifacts: dict[str, tuple[Recommender, set[str]]] = {}
+    artifacts: Artifacts = {}
     info = ds.summary()
-    with _progress() as bar:
-        task_id = bar.add_task("evaluating", total=None, visible=progress)
-        for protocol, params in cfg["protocols"].items():
-            t_split = time.perf_counter()
-            params = dict(params)
-            kind = params.pop("type", protocol)  # two variants of one protocol can run side by side
-            folds = list(make_folds(ds, kind, params, seed))
-            timings[f"split:{protocol}"] = time.perf_counter() - t_split
-            if ds.kg is not None and any(f.cold_items is not None for f in folds):  # the report's kg section
-                cold = np.concatenate([f.cold_items for f in folds if f.cold_items is not None])
-                facts = ds.items_with_facts()
-                info.setdefault("kg_cold_items", {})[protocol] = {
-                    "cold_items": len(np.unique(cold)),
-                    "with_facts": int(facts[np.unique(cold)].sum()),
-                }
-            bar.update(task_id, total=(bar.tasks[0].total or 0) + len(folds) * len(models_cfg))
-            for fold in folds:
-                pop = np.bincount(fold.train.interactions["item"].to_numpy(), minlength=ds.n_items)
-                n_train_users = int(fold.train.interactions["user"].nunique())
-                for display, mcfg in models_cfg.items():
-                    mcfg = dict(mcfg)
-                    kind = mcfg.pop("type", display)
-                    if kind in TEXT_MODELS:
-                        mcfg["text"] = {**cfg["text"], **mcfg.get("text", {})}
-                    if kind in WRAPPERS and (mcfg.get("base") or {}).get("type") in TEXT_MODELS:  # the wrapped model
-                        mcfg["base"] = {**mcfg["base"], "text": {**cfg["text"], **mcfg["base"].get("text", {})}}
-                    if cfg.get("num_threads") and kind in ("itemknn", "als", "bpr"):
-                        mcfg.setdefault("num_threads", cfg["num_threads"])
-                    bar.update(task_id, description=f"{protocol} fold {fold.fold}: {display}")
-                    t_fit = time.perf_counter()
-                    if "artifact" in mcfg:
-                        # a trained artefact is scored as is: it must not have seen this split's test users
-                        if mcfg["artifact"] not in artifacts:  # loaded once, scored on every fold
-                            artifacts[mcfg["artifact"]] = _load_artifact(mcfg["artifact"], ds)
-                        model, trained_on = artifacts[mcfg["artifact"]]
-                        _check_unseen(mcfg["artifact"], trained_on, ds, fold)
-                    else:
-                        model = build_model(kind, mcfg, seed=seed + fold.fold)
-                        if not _cannot_score(model, kind, fold):  # else every task reports it skipped, unfitted
-                            model.fit(fold.train, valid=fold.valid, revealed=fold.revealed)
-                    model.display_name = display  # type: ignore[attr-defined]
-                    key = f"fit:{protocol}:{display}"
-                    timings[key] = timings.get(key, 0.0) + time.perf_counter() - t_fit
-                    for task in fold.tasks:
-                        r = evaluate_task(
-                            model, task, ks, metric_names, pop, n_train_users, int(ev["chunk_elements"]), seed
-                        )
-                        cell = cells.setdefault((protocol, task.k, display), Cell(protocol, task.k, display))
-                        cell.add(r)
-                        key = f"eval:{protocol}:{display}"
-                        timings[key] = timings.get(key, 0.0) + r.seconds
-                    bar.advance(task_id)
-                    if log is not None:
-                        log(_line(bar, task_id, t0, f"{protocol} fold {fold.fold} {display}",
-                                  time.perf_counter() - t_fit))  # fmt: skip
+    units: list[Unit] = []
+    for protocol, params in cfg["protocols"].items():
+        t_split = time.perf_counter()
+        params = dict(params)
+        kind = params.pop("type", protocol)  # two variants of one protocol can run side by side
+        folds = list(make_folds(ds, kind, params, seed))
+        timings[f"split:{protocol}"] = time.perf_counter() - t_split
+        if ds.kg is not None and any(f.cold_items is not None for f in folds):  # the report's kg section
+            cold = np.concatenate([f.cold_items for f in folds if f.cold_items is not None])
+            facts = ds.items_with_facts()
+            info.setdefault("kg_cold_items", {})[protocol] = {
+                "cold_items": len(np.unique(cold)),
+                "with_facts": int(facts[np.unique(cold)].sum()),
+            }
+        units += [u for fold in folds for u in _units(cfg, protocol, fold)]
+    with _progress() as bar, ray_session(cfg.get("distributed")) as dcfg:
+        task_id = bar.add_task("evaluating", total=len(units), visible=progress)
+
+        def done(unit: Unit, results: list[TaskResult], fit_seconds: float) -> None:
+            key = f"fit:{unit.protocol}:{unit.display}"
+            timings[key] = timings.get(key, 0.0) + fit_seconds
+            for r in results:
+                key = f"eval:{unit.protocol}:{unit.display}"
+                timings[key] = timings.get(key, 0.0) + r.seconds
+            bar.advance(task_id)
+            if log is not None:
+                log(_line(bar, task_id, t0, f"{unit.protocol} fold {unit.fold.fold} {unit.display}",
+                          fit_seconds + sum(r.seconds for r in results)))  # fmt: skip
+
+        if dcfg is None:
+            outcomes = []
+            for unit in units:
+                bar.update(task_id, description=f"{unit.protocol} fold {unit.fold.fold}: {unit.display}")
+                outcomes.append(score_unit(cfg, ds, unit, artifacts))
+                done(unit, *outcomes[-1])
+        else:
+            from metarec.distributed.evaluate import run_units
+
+            timings["ray_connect"] = startup_seconds.get("connect", 0.0)
+            bar.update(task_id, description=f"{len(units)} units on Ray ({dcfg.num_workers} workers)")
+            outcomes = run_units(cfg, ds, units, dcfg, done)
+        for unit, (results, _) in zip(units, outcomes, strict=True):  # the local run's order
+            for task, r in zip(unit.fold.tasks, results, strict=True):
+                r.task = task
+                cell = cells.setdefault(
+                    (unit.protocol, task.k, unit.display), Cell(unit.protocol, task.k, unit.display)
+                )
+                cell.add(r)
     timings["total"] = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return ExperimentResult(cfg, info, cells, timings, peak_mb)

@@ -17,6 +17,7 @@ from metarec.text.encoders import DEFAULT_MODEL, TextEncoder, build_encoder
 
 DEFAULT_TEXT: dict[str, Any] = {"encoder": "sentence-transformers", "model": DEFAULT_MODEL}
 _ENCODERS: dict[str, TextEncoder] = {}
+_CONFIGS: dict[int, dict[str, Any]] = {}  # id(encoder) -> the [text] table that built it (for Ray workers)
 
 
 def get_encoder(cfg: dict[str, Any] | None) -> TextEncoder:
@@ -27,6 +28,7 @@ def get_encoder(cfg: dict[str, Any] | None) -> TextEncoder:
     key = json.dumps(cfg, sort_keys=True, default=str)
     if key not in _ENCODERS:
         _ENCODERS[key] = build_encoder(cfg)
+        _CONFIGS[id(_ENCODERS[key])] = cfg
     return _ENCODERS[key]
 
 
@@ -36,4 +38,12 @@ def encode_texts(encoder: TextEncoder, texts: Sequence[str], template: str, batc
     `persist=False`: one-off texts (search queries) are cached in memory only, never on disk."""
     if encoder.name.startswith("tfidf"):
         return encoder.encode(texts, batch_size)
+    from metarec.distributed.cluster import active
+
+    dcfg = active()
+    if dcfg is not None and persist and id(encoder) in _CONFIGS:  # texts not cached yet go to a Ray actor pool
+        from metarec.distributed.data import RayDataEncoder
+
+        encoder = RayDataEncoder(encoder, _CONFIGS[id(encoder)], dcfg)
+        batch_size = dcfg.encode_batch_size
     return EmbeddingCache(encoder, template).encode(texts, batch_size, persist=persist)
