@@ -109,9 +109,67 @@ def test_ray_backend_config_errors():
     from metarec.config import load_config
     from metarec.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="distributed.backend"):
+    with pytest.raises(ConfigError, match=r"distributed\.backend"):
         load_config(ROOT / "configs/synthetic.toml", ['distributed.backend="spark"'])
     with pytest.raises(ConfigError, match="num_workers"):
         load_config(ROOT / "configs/synthetic.toml", ["distributed.num_workers=0"])
     with pytest.raises(ConfigError, match="did you mean"):
         load_config(ROOT / "configs/synthetic.toml", ["distributed.num_worker=2"])
+
+
+SEARCH = """
+[search]
+model = "maml"
+protocol = "cold-user"
+trials = 4
+grace_period = 1
+[search.space]
+inner_lr = { type = "loguniform", low = 0.01, high = 1.0 }
+dim = { type = "choice", values = [8, 16] }
+"""
+
+
+def test_tune_searches_on_valid_users_and_reports_default_beside_chosen(ray_cluster, tmp_path):
+    """`metarec tune`: Optuna + ASHA trials on the cluster, the trial table, the chosen config (which loads),
+    then one test run with the default and the chosen model on the same users."""
+    from typer.testing import CliRunner
+
+    from metarec.cli import app
+    from metarec.config import load_config
+
+    text = (ROOT / "configs/synthetic.toml").read_text()
+    text = text.replace("[protocols.cold-user]\nshots = [1, 5, 10]\nn_folds = 3",
+                        "[protocols.cold-user]\nshots = [5]\nn_folds = 2\nvalid_ratio = 0.2")  # fmt: skip
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text + f'\n[distributed]\naddress = "{ray_cluster}"\n' + SEARCH)
+    res = CliRunner().invoke(app, ["tune", "-c", str(cfg), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    import json
+
+    log = json.loads((tmp_path / "out" / "search.json").read_text())
+    scored = [r for r in log["trials"] if "valid_ndcg@10" in r]
+    assert len(log["trials"]) == 4 and len(scored) >= 3
+    assert log["best"] == max(scored, key=lambda r: r["valid_ndcg@10"])["params"]
+    assert all(0.01 <= r["params"]["inner_lr"] <= 1.0 and r["params"]["dim"] in (8, 16) for r in scored)
+    chosen = load_config(tmp_path / "out" / "synthetic-tuned.toml")
+    assert chosen["models"]["maml-tuned"]["dim"] == log["best"]["dim"]
+    runs = [p for p in (tmp_path / "out").iterdir() if p.is_dir() and p.name.startswith("synthetic-tuned")]
+    summary = json.loads((runs[0] / "results.json").read_text())["results"]
+    assert {"maml", "maml-tuned", "popularity"} <= set(summary["cold-user@5"])
+    assert "vs_maml" in summary["cold-user@5"]["maml-tuned"]  # paired with the default on the same users
+
+
+def test_tune_needs_a_search_table_and_valid_users(tmp_path):
+    from typer.testing import CliRunner
+
+    from metarec.cli import app
+
+    res = CliRunner().invoke(app, ["tune", "-c", str(ROOT / "configs/synthetic.toml")])
+    assert res.exit_code == 2 and "no [search] table" in res.output
+    cfg = tmp_path / "c.toml"
+    cfg.write_text((ROOT / "configs/synthetic.toml").read_text() + SEARCH.replace('"cold-user"', '"warm"'))
+    res = CliRunner().invoke(app, ["tune", "-c", str(cfg)])
+    assert res.exit_code == 2 and "no validation users" in res.output
+    cfg.write_text((ROOT / "configs/synthetic.toml").read_text() + SEARCH.replace('low = 0.01', "low = 0"))
+    res = CliRunner().invoke(app, ["tune", "-c", str(cfg)])
+    assert res.exit_code == 2 and "low > 0" in res.output

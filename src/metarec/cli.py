@@ -37,6 +37,15 @@ SetOption = Annotated[
 ]
 
 
+#: `--track` / `--tracking-uri`: log the run to MLflow (default: the config's [tracking] mlflow)
+TrackOption = Annotated[
+    bool | None, typer.Option("--track/--no-track", help="log to MLflow (default: [tracking] mlflow)")
+]
+TrackingUriOption = Annotated[
+    str | None, typer.Option(help="MLflow tracking URI (implies --track); default $MLFLOW_TRACKING_URI or ./mlruns")
+]
+
+
 def _fail(exc: Exception) -> None:
     console.print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(code=2)
@@ -285,11 +294,14 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option(help="start from the checkpoint in --checkpoint-dir")] = False,
     overrides: SetOption = None,
+    track: TrackOption = None,
+    tracking_uri: TrackingUriOption = None,
 ) -> None:
     """Train one configured model on the whole dataset and write its artefact directory (any model
     can be saved and scored with `evaluate`; `serve` needs a meta model)."""
     from metarec.config import load_config
     from metarec.data.sources import load_dataset
+    from metarec.eval.tracking import mlflow_run
     from metarec.models import TEXT_MODELS, build_model
     from metarec.models.io import save_model
     from metarec.models.meta import MetaRecommender
@@ -304,21 +316,30 @@ def train(
         if kind in TEXT_MODELS:
             params["text"] = {**cfg["text"], **params.get("text", {})}
         ds = load_dataset(cfg["dataset"])
-        t0 = time.perf_counter()
-        fitted = build_model(kind, params, seed=int(cfg["seed"]))
-        if verbose and "verbose" in fitted.get_params():
-            fitted.set_params(verbose=True)
-        if checkpoint_dir is not None or resume:
-            if not isinstance(fitted, MetaRecommender):
-                raise MetarecError(f"--checkpoint-dir is for the neural (meta) models; {model!r} is a {kind!r} model")
-            if checkpoint_dir is None:
-                raise MetarecError("--resume needs --checkpoint-dir (where the checkpoint is)")
-            fitted.fit(ds, callbacks=[Checkpoint(checkpoint_dir, resume=resume)])
-        else:
-            fitted.fit(ds)
-        if verbose:
-            fitted.set_params(verbose=False)  # the artefact's parameters say how it was configured
-        dest = save_model(fitted, out or Path("models") / f"{cfg['name']}-{model}", ds, cfg)
+        with mlflow_run("train", cfg, track or bool(tracking_uri) or None, tracking_uri, f"train:{model}") as tracker:
+            t0 = time.perf_counter()
+            fitted = build_model(kind, params, seed=int(cfg["seed"]))
+            if verbose and "verbose" in fitted.get_params():
+                fitted.set_params(verbose=True)
+            if checkpoint_dir is not None or resume:
+                if not isinstance(fitted, MetaRecommender):
+                    raise MetarecError(
+                        f"--checkpoint-dir is for the neural (meta) models; {model!r} is a {kind!r} model"
+                    )
+                if checkpoint_dir is None:
+                    raise MetarecError("--resume needs --checkpoint-dir (where the checkpoint is)")
+                fitted.fit(ds, callbacks=[Checkpoint(checkpoint_dir, resume=resume)])
+            else:
+                fitted.fit(ds)
+            if verbose:
+                fitted.set_params(verbose=False)  # the artefact's parameters say how it was configured
+            dest = save_model(fitted, out or Path("models") / f"{cfg['name']}-{model}", ds, cfg)
+            if tracker is not None:
+                info = fitted.fit_info_
+                tracker.curve(info.get("history") or [])
+                tracker.metrics({k: v for k, v in info.items() if isinstance(v, int | float)})
+                tracker.metrics({"seconds/train": time.perf_counter() - t0})
+                tracker.artifacts(dest)
     except MetarecError as exc:
         _fail(exc)
     info = fitted.fit_info_
@@ -336,11 +357,15 @@ def evaluate(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar: one line per fitted model instead")] = False,
     overrides: SetOption = None,
+    track: TrackOption = None,
+    tracking_uri: TrackingUriOption = None,
 ) -> None:
-    """Run every configured model on the same splits; print tables and write runs/<name>-<time>/."""
+    """Run every configured model on the same splits; print tables and write runs/<name>-<time>/
+    (with `[distributed] backend = "ray"`, the fits run as Ray tasks: same numbers)."""
     from metarec.config import load_config
     from metarec.eval.experiment import run_experiment
     from metarec.eval.report import print_tables, write_run
+    from metarec.eval.tracking import mlflow_run, summary_metrics
 
     try:
         cfg = load_config(config, overrides)
@@ -352,12 +377,99 @@ def evaluate(
             for proto, params in cfg["protocols"].items():
                 if params.get("type", proto).startswith("cold"):  # the K-fold protocols
                     params["folds"] = chosen
-        result = run_experiment(cfg, progress=not quiet, log=console.print if quiet else None)
+        with mlflow_run("evaluate", cfg, track or bool(tracking_uri) or None, tracking_uri) as tracker:
+            result = run_experiment(cfg, progress=not quiet, log=console.print if quiet else None)
+            print_tables(result, console)
+            out = write_run(result, runs_dir, config)
+            if tracker is not None:
+                tracker.metrics(summary_metrics(result.summary()))
+                tracker.metrics({f"seconds/{k}": v for k, v in result.timings.items()})
+                tracker.artifacts(out)
     except MetarecError as exc:
         _fail(exc)
-    print_tables(result, console)
-    out = write_run(result, runs_dir, config)
     console.print(f"run written to [bold]{out}[/] (peak memory {result.peak_memory_mb:.0f} MiB)")
+    if tracker is not None:
+        console.print(f"tracked in MLflow run {tracker.run_id}")
+
+
+def _seconds(text: str) -> float:
+    """'20m', '90s', '1h' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text[-1:].lower() in units:
+            return float(text[:-1]) * units[text[-1].lower()]
+        return float(text)
+    except ValueError:
+        raise MetarecError(f"--time-budget takes e.g. 20m, 90s, 1h or seconds, got {text!r}") from None
+
+
+@app.command("tune")
+def tune(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML with a [search] table")],
+    trials: Annotated[int | None, typer.Option(min=1, help="number of trials (default: [search] trials)")] = None,
+    time_budget: Annotated[str | None, typer.Option(help="stop starting trials after this, e.g. 20m")] = None,
+    out: Annotated[Path | None, typer.Option(help="where the search log and chosen config go")] = None,
+    test: Annotated[bool, typer.Option(help="then score default and chosen config once on the test folds")] = True,
+    overrides: SetOption = None,
+    track: TrackOption = None,
+    tracking_uri: TrackingUriOption = None,
+) -> None:
+    """Search a model's hyper-parameters with Ray Tune (Optuna TPE, ASHA) on meta-valid users only; write
+    the trial table and the chosen config, then report default and chosen side by side on the test folds."""
+    from metarec.config import load_config
+    from metarec.data.sources import load_dataset
+    from metarec.data.splits import make_folds
+    from metarec.distributed import ray_session
+    from metarec.distributed.tune import search, write_search
+    from metarec.eval.experiment import run_experiment
+    from metarec.eval.report import print_tables, write_run
+    from metarec.eval.tracking import mlflow_run, summary_metrics
+
+    try:
+        cfg = load_config(config, overrides)
+        if not cfg.get("search"):
+            raise MetarecError(f"{config} has no [search] table: name the model and its [search.space]")
+        if trials is not None:
+            cfg["search"]["trials"] = trials
+        if time_budget is not None:
+            cfg["search"]["time_budget_s"] = _seconds(time_budget)
+        protocol = cfg["search"]["protocol"] or next(iter(cfg["protocols"]))
+        pparams = dict(cfg["protocols"][protocol])
+        folds = make_folds(load_dataset(cfg["dataset"]), pparams.pop("type", protocol), pparams, int(cfg["seed"]))
+        fold = next(iter(folds))
+        if fold.valid is None or not len(fold.valid):
+            raise MetarecError(f"protocol {protocol!r} has no validation users to score trials on; set its valid_ratio")
+        dest = out or Path("runs") / f"{cfg['name']}-search"
+        dest.mkdir(parents=True, exist_ok=True)
+        dcfg = {**cfg["distributed"], "backend": "ray"}
+        with mlflow_run("tune", cfg, track or bool(tracking_uri) or None, tracking_uri) as tracker:
+            with ray_session(dcfg) as session:
+                assert session is not None
+                best, rows, seconds = search(cfg, fold, session, dest, tracker.run_id if tracker else None)
+            chosen = write_search(config, cfg, best, rows, seconds, dest)
+            top = max(r.get("valid_ndcg@10", float("nan")) for r in rows)
+            console.print(f"{len(rows)} trials in {seconds:.0f}s; best meta-valid NDCG@10 {top:.4f} with {best}")
+            console.print(f"chosen config: {chosen}")
+            if tracker is not None:
+                tracker.params({f"chosen.{k}": v for k, v in best.items()})
+                tracker.artifacts(dest / "search.json")
+                tracker.artifacts(chosen)
+            if test:
+                model = cfg["search"]["model"]
+                tcfg = load_config(chosen)
+                keep = [m for m in ("popularity",) if m in tcfg["models"]] + [model, f"{model}-tuned"]
+                tcfg["models"] = {m: tcfg["models"][m] for m in keep}
+                tcfg["protocols"] = {protocol: tcfg["protocols"][protocol]}
+                tcfg["evaluation"].update(compare_to=model, compare_to_best=[])
+                result = run_experiment(tcfg, progress=False, log=console.print)
+                print_tables(result, console)
+                run_dir = write_run(result, dest, chosen)
+                console.print(f"test run (default beside chosen, once) written to [bold]{run_dir}[/]")
+                if tracker is not None:
+                    tracker.metrics(summary_metrics(result.summary()))
+                    tracker.artifacts(run_dir)
+    except MetarecError as exc:
+        _fail(exc)
 
 
 @config_app.command("show")

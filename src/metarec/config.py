@@ -453,6 +453,41 @@ class DistributedConfig(_Section):
     encode_batch_size: Annotated[int, Field(ge=1)] = 64
 
 
+class SearchParam(_Section):
+    """One dimension of a `[search.space]`: uniform / loguniform (low, high), int (low, high), choice (values)."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchParam:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty `values` list")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} range needs low < high, got low={self.low}, high={self.high}")
+        elif self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"a loguniform range needs low > 0, got {self.low}")
+        return self
+
+
+class SearchConfig(_Section):
+    """[search]: what `metarec tune` searches (Ray Tune + Optuna TPE + ASHA), scored on meta-valid users only.
+
+    The trials fit `model` on fold 0 of `protocol` and read its validation NDCG@10 (users held out of
+    training, never the test users); the test protocols run once afterwards, default beside chosen."""
+
+    model: str
+    protocol: str | None = None  # default: the config's first protocol
+    trials: Annotated[int, Field(ge=1)] = 30
+    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    grace_period: Annotated[int, Field(ge=1)] = 3  # ASHA: epochs before a trial may be stopped
+    reduction_factor: Annotated[float, Field(gt=1)] = 3.0
+    space: dict[str, SearchParam]
+
+
 class TrackingConfig(_Section):
     """[tracking]: MLflow experiment tracking of evaluate / train / tune runs (needs the `ray` or `track` extra).
 
@@ -477,6 +512,7 @@ class ExperimentConfig(_Section):
     tune: TuneSection | None = None
     distributed: DistributedConfig = Field(default_factory=lambda: DistributedConfig())
     tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
+    search: SearchConfig | None = None
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -519,6 +555,15 @@ class ExperimentConfig(_Section):
                         ("evaluation", key) if isinstance(names, str) else ("evaluation", key, i)
                     )
                     raise _error("unknown_name", f"no model '{ref}' in models; {_suggest(ref, self.models)}", loc, ref)
+        if self.search is not None:
+            if self.search.model not in self.models:
+                name = self.search.model
+                raise _error("unknown_name", f"no model '{name}' in models; {_suggest(name, self.models)}",
+                             ("search", "model"), name)  # fmt: skip
+            if self.search.protocol is not None and self.search.protocol not in self.protocols:
+                name = self.search.protocol
+                raise _error("unknown_name", f"no protocol '{name}' in protocols; {_suggest(name, self.protocols)}",
+                             ("search", "protocol"), name)  # fmt: skip
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -537,6 +582,7 @@ class ExperimentConfig(_Section):
             "tune": self.tune.to_dict() if self.tune is not None else None,
             "distributed": self.distributed.model_dump(),
             "tracking": self.tracking.model_dump(),
+            **({"search": self.search.model_dump()} if self.search is not None else {}),
         }
 
 
