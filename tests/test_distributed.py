@@ -170,6 +170,6 @@ def test_tune_needs_a_search_table_and_valid_users(tmp_path):
     cfg.write_text((ROOT / "configs/synthetic.toml").read_text() + SEARCH.replace('"cold-user"', '"warm"'))
     res = CliRunner().invoke(app, ["tune", "-c", str(cfg)])
     assert res.exit_code == 2 and "no validation users" in res.output
-    cfg.write_text((ROOT / "configs/synthetic.toml").read_text() + SEARCH.replace('low = 0.01', "low = 0"))
+    cfg.write_text((ROOT / "configs/synthetic.toml").read_text() + SEARCH.replace("low = 0.01", "low = 0"))
     res = CliRunner().invoke(app, ["tune", "-c", str(cfg)])
     assert res.exit_code == 2 and "low > 0" in res.output
