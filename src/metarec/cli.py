@@ -321,7 +321,21 @@ def train(
             fitted = build_model(kind, params, seed=int(cfg["seed"]))
             if verbose and "verbose" in fitted.get_params():
                 fitted.set_params(verbose=True)
-            if checkpoint_dir is not None or resume:
+            if cfg["distributed"]["backend"] == "ray":  # Ray Train: data-parallel workers, same loop
+                if not isinstance(fitted, MetaRecommender):
+                    raise MetarecError(f"Ray Train runs the meta models; {model!r} is a {kind!r} model")
+                from metarec.distributed import ray_session
+                from metarec.distributed.train import train_distributed
+                from metarec.models.io import load_model
+
+                dest = out or Path("models") / f"{cfg['name']}-{model}"
+                with ray_session(cfg["distributed"]) as session:
+                    assert session is not None
+                    train_distributed(cfg, model, ds, session, Path(dest))
+                fitted, manifest = load_model(dest)
+                if not hasattr(fitted, "fit_info_"):
+                    fitted.fit_info_ = manifest.get("metrics", {})
+            elif checkpoint_dir is not None or resume:
                 if not isinstance(fitted, MetaRecommender):
                     raise MetarecError(
                         f"--checkpoint-dir is for the neural (meta) models; {model!r} is a {kind!r} model"
@@ -331,9 +345,10 @@ def train(
                 fitted.fit(ds, callbacks=[Checkpoint(checkpoint_dir, resume=resume)])
             else:
                 fitted.fit(ds)
-            if verbose:
+            if verbose and cfg["distributed"]["backend"] != "ray":
                 fitted.set_params(verbose=False)  # the artefact's parameters say how it was configured
-            dest = save_model(fitted, out or Path("models") / f"{cfg['name']}-{model}", ds, cfg)
+            if cfg["distributed"]["backend"] != "ray":
+                dest = save_model(fitted, out or Path("models") / f"{cfg['name']}-{model}", ds, cfg)
             if tracker is not None:
                 info = fitted.fit_info_
                 tracker.curve(info.get("history") or [])

@@ -39,7 +39,9 @@ def seed_everything(seed: int) -> np.random.Generator:
 def versions() -> dict[str, str]:
     """Versions a result depends on, written next to every run."""
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("metarec", "numpy", "pandas", "scipy", "implicit", "torch", "sentence-transformers", "pykeen"):
+    pkgs = ("metarec", "numpy", "pandas", "scipy", "implicit", "torch", "sentence-transformers", "pykeen", "ray",
+            "mlflow-skinny")  # fmt: skip
+    for pkg in pkgs:
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:

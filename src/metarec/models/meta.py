@@ -47,6 +47,7 @@ class MetaRecommender(Recommender):
     name = "meta"
     supports_cold_items = True
     _callbacks: Sequence[Callback] = ()  # training hooks of the current `fit` call only
+    _shard: tuple[int, int] | None = None
     _wrap_optimizer: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None
 
     def __init__(
@@ -175,14 +176,17 @@ class MetaRecommender(Recommender):
         *,
         callbacks: Sequence[Callback] = (),
         wrap_optimizer: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> Self:
         """As `Recommender.fit`; `callbacks` join the training loop after early stopping (e.g. a
-        `Checkpoint`), and `wrap_optimizer` replaces its optimiser (e.g. Opacus' DP-SGD wrapper)."""
-        self._callbacks, self._wrap_optimizer = callbacks, wrap_optimizer
+        `Checkpoint`), `wrap_optimizer` replaces its optimiser (e.g. Opacus' DP-SGD wrapper, or the
+        all-reduce of data-parallel training) and `shard = (rank, world)` keeps this worker's slice of
+        every meta-batch (`training.sharding`; Ray Train sets both in `distributed.train`)."""
+        self._callbacks, self._wrap_optimizer, self._shard = callbacks, wrap_optimizer, shard
         try:
             return super().fit(train, valid, revealed)
         finally:  # hooks belong to this call, never to the fitted model
-            self._callbacks, self._wrap_optimizer = (), None
+            self._callbacks, self._wrap_optimizer, self._shard = (), None, None
 
     def _fit(self, train: Dataset, valid: pd.DataFrame | None = None, revealed: pd.DataFrame | None = None) -> None:
         if self.threads:
@@ -209,7 +213,11 @@ class MetaRecommender(Recommender):
                      for k in adapt_keys(self.adapt_params)}  # fmt: skip
         self.extra_ = {k: v.requires_grad_() for k, v in self.algorithm_.init_extra(train.n_users, self.dim).items()}
         self.theta_ = {k: v.requires_grad_() for k, v in theta.items()}
-        step = _MetaStep(self, base, valid)
+        step: Any = _MetaStep(self, base, valid)
+        if self._shard is not None:
+            from metarec.training.sharding import ShardedStep
+
+            step = ShardedStep(step, *self._shard)
         # the cold-user score measures the shared weights only: training users' own vectors (global,
         # finetune) keep their last values rather than those of the best epoch
         early = EarlyStopping(lambda: self._valid_score(*step.valid), self.patience, monitor="valid_ndcg@10",

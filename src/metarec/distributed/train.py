@@ -1,0 +1,89 @@
+"""Ray Train for the meta models: `TorchTrainer` runs the model's own `fit` (the one training loop) on
+`num_workers` CPU workers joined in a gloo process group. Each worker keeps its slice of every meta-batch of
+user tasks and the gradients are all-reduced (`training.sharding`), so the workers hold identical weights.
+
+Worker 0 reports each epoch's metrics and a checkpoint (the trained tensors) to Ray Train; with
+`max_failures`, a killed worker makes Ray restart the group, which resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from metarec.config import DistributedConfig
+from metarec.utils import require
+
+
+def _loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+
+    from metarec.models import build_model
+    from metarec.models.io import save_model
+    from metarec.training.callbacks import Callback, Checkpoint
+    from metarec.training.sharding import all_reduce
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    ds = config["dataset"]
+    model = build_model(config["kind"], config["params"], seed=config["seed"])
+    work = Path(tempfile.mkdtemp(prefix="metarec-train-"))
+    resume = ray.train.get_checkpoint()
+    if resume is not None:  # a restarted group: every worker starts from the last reported weights
+        with resume.as_directory() as d:
+            for name in ("checkpoint.safetensors", "checkpoint.json"):
+                (work / name).write_bytes((Path(d) / name).read_bytes())
+
+    class Report(Callback):
+        """After each epoch (and the local Checkpoint's write), hand the metrics and weights to Ray Train."""
+
+        def on_epoch_end(self, trainer: Any, step: Any, epoch: int, logs: dict[str, float]) -> None:
+            metrics = {k: float(v) for k, v in logs.items()}
+            if rank == 0:
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(work)))
+            else:
+                ray.train.report(metrics)
+
+    model.fit(ds, valid=config.get("valid"), callbacks=[Checkpoint(work, resume=resume is not None), Report()],
+              wrap_optimizer=all_reduce, shard=(rank, world))  # type: ignore[call-arg]  # fmt: skip
+    if rank == 0:
+        save_model(model, config["out"], ds, config["cfg"])
+
+
+def train_distributed(cfg: dict[str, Any], model_name: str, ds: Any, dcfg: DistributedConfig, out: Path,
+                      valid: Any = None, max_failures: int = 1) -> dict[str, Any]:  # fmt: skip
+    """Train `[models.<model_name>]` (a meta model) with Ray Train inside an open `ray_session`; the artefact
+    goes to `out`. Returns Ray Train's final metrics and the checkpoint path."""
+    require("ray.train", "ray", "ray")
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from metarec.models import TEXT_MODELS
+
+    params = dict(cfg["models"][model_name])
+    kind = params.pop("type", model_name)
+    if kind in TEXT_MODELS:
+        params["text"] = {**cfg["text"], **params.get("text", {})}
+    loop_cfg = {"dataset": ds, "valid": valid, "kind": kind, "params": params, "seed": int(cfg["seed"]),
+                "threads": max(1, int(dcfg.cpus_per_worker)), "out": str(out.resolve()), "cfg": cfg}  # fmt: skip
+    trainer = TorchTrainer(
+        _loop,
+        train_loop_config=loop_cfg,
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=dcfg.num_workers, use_gpu=False, resources_per_worker={"CPU": dcfg.cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=f"train-{model_name}",
+            storage_path=str((out.parent / "ray_train").resolve()),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return {"metrics": dict(result.metrics or {}), "checkpoint": result.checkpoint.path if result.checkpoint else None}
