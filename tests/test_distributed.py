@@ -205,3 +205,64 @@ def test_ray_train_two_workers_matches_local_training(ray_cluster, tmp_path):
             name,
             np.linalg.norm(a - b) / np.linalg.norm(b),
         )
+
+
+def test_ray_serve_two_replicas_on_postgresql(ray_cluster, artifact, tmp_path):
+    """The service as a Ray Serve deployment with 2 replicas over one PostgreSQL database: what one replica
+    writes (a new item, a user's likes) every replica serves at once."""
+    pg = os.environ.get("METAREC_TEST_PG_URL")
+    if not pg:
+        pytest.skip("METAREC_TEST_PG_URL not set (.ci/run starts PostgreSQL and sets it)")
+    import uuid
+
+    import httpx
+    import ray
+    from ray import serve
+    from sqlalchemy import create_engine, text
+
+    from metarec.distributed import serve as ray_serve
+
+    name = f"metarec_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(pg, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    url = pg.rsplit("/", 1)[0] + "/" + name
+    port = _free_port()
+    auth = {"Authorization": "Bearer t0ken"}
+    ray.init(address=ray_cluster, logging_level="warning")
+    try:
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        serve.run(ray_serve.deployment(artifact, url, replicas=2, app_kwargs={"token": "t0ken"}),
+                  name="metarec", route_prefix="/")  # fmt: skip
+        status = serve.status().applications["metarec"].deployments["metarec"]
+        assert status.replica_states.get("RUNNING") == 2
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            assert c.get("/health").json()["database"] == "postgresql"
+            assert c.post("/users", json={"id": "ann"}, headers=auth).status_code == 201
+            item = {"id": "new-1", "title": "Rocket Galaxy Orbit", "text": "A tale of space, alien and planet."}
+            assert c.post("/items", json={"items": [item]}, headers=auth).status_code == 201
+            for _ in range(8):  # requests spread over both replicas: each finds the item another one added
+                assert c.get("/items", params={"query": "rocket galaxy orbit", "k": 3}).json()[0]["id"] == "new-1"
+            liked = ["i0", "i1", "i2"]
+            r = c.post("/users/ann/interactions", json={"events": [{"item": i, "kind": "like"} for i in liked]},
+                       headers=auth)  # fmt: skip
+            assert r.status_code == 201
+            lists = {tuple(x["id"] for x in c.get("/users/ann/recommendations?k=10", headers=auth).json())
+                     for _ in range(8)}  # fmt: skip
+            assert len(lists) == 1 and not set(next(iter(lists))) & set(liked)  # same adapted state everywhere
+            assert c.post("/users", json={"id": "ann"}, headers=auth).status_code == 409  # 4xx, not 5xx
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        with admin.connect() as c:
+            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def test_serve_refuses_replicas_on_sqlite(artifact, tmp_path):
+    from typer.testing import CliRunner
+
+    from metarec.cli import app
+
+    res = CliRunner().invoke(app, ["serve", "--artifact", str(artifact), "--replicas", "2"])
+    assert res.exit_code == 2 and "PostgreSQL" in res.output

@@ -530,9 +530,23 @@ def serve(
     llm_threads: Annotated[
         int, typer.Option(min=1, help="CPU threads of the generative LM (torch's setting: the whole process)")
     ] = 1,
+    replicas: Annotated[
+        int | None, typer.Option(min=1, help="serve on Ray Serve with this many replicas (PostgreSQL beyond 1)")
+    ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option(min=1, help="Ray Serve autoscaling: up to this many replicas")
+    ] = None,
+    min_replicas: Annotated[int, typer.Option(min=0, help="Ray Serve autoscaling: at least this many")] = 1,
+    ray_address: Annotated[str, typer.Option(help="Ray cluster: local (start one), auto, ray://host:port")] = "local",
 ) -> None:
-    """Serve recommendations over HTTP: REST API, OpenAPI docs at /docs, a web page at /."""
+    """Serve recommendations over HTTP: REST API, OpenAPI docs at /docs, a web page at /. With --replicas or
+    --max-replicas the same app runs as a Ray Serve deployment (one database shared by the replicas)."""
     url = db or f"sqlite:///{artifact / 'metarec.db'}"
+    if replicas is not None or max_replicas is not None:
+        _serve_on_ray(artifact, url, host, port, replicas or 1, min_replicas, max_replicas, ray_address,
+                      {"token": token, "exact_below": exact_below, "max_body": max_body,
+                       "max_cached_users": max_cached_users, "llm": llm, "llm_threads": llm_threads})  # fmt: skip
+        return
     try:
         from metarec.serve.app import create_app  # names the [serve] extra if it is missing
 
@@ -546,6 +560,23 @@ def serve(
 
     console.print(f"serving {artifact} with {display_url(url)} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(api, host=host, port=port, log_level="warning")
+
+
+def _serve_on_ray(artifact: Path, url: str, host: str, port: int, replicas: int, min_replicas: int,
+                  max_replicas: int | None, address: str, app_kwargs: dict) -> None:  # fmt: skip
+    from metarec.distributed import ray_session
+    from metarec.distributed import serve as ray_serve
+    from metarec.serve.storage import display_url
+
+    try:
+        ray_serve.check_replicas(url, replicas, max_replicas)
+        with ray_session({"backend": "ray", "address": address, "num_workers": max(replicas, max_replicas or 1)}):
+            app = ray_serve.deployment(artifact, url, replicas, min_replicas, max_replicas, app_kwargs=app_kwargs)
+            n = f"{min_replicas}-{max_replicas} replicas (autoscaling)" if max_replicas else f"{replicas} replicas"
+            console.print(f"serving {artifact} with {display_url(url)} on http://{host}:{port}, Ray Serve, {n}")
+            ray_serve.run(app, host, port)
+    except MetarecError as exc:
+        _fail(exc)
 
 
 @app.command("recommend")

@@ -47,6 +47,8 @@ def ray_session(cfg: DistributedConfig | dict[str, Any] | None) -> Iterator[Dist
     t0 = time.perf_counter()
     if not ray.is_initialized():
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+        if "PYTHONPATH" in env:  # workers start elsewhere: a relative entry would point nowhere
+            env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
         env.setdefault("METAREC_HOME", str(metarec_home()))
         kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": "warning"}
         if dcfg.address == "local":  # only a cluster we start takes resource and dashboard settings

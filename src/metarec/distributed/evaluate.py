@@ -2,8 +2,8 @@
 
 A task runs `eval.experiment.score_unit`, the function the local loop runs, on the dataset and fold
 it reads from Ray's object store (put once, shared by every task), so its numbers are the local ones.
-At most `num_workers` units are in flight, whatever the cluster's size; results come back as they finish
-(for the progress line) and are returned in submission order.
+At most `num_workers` units are in flight, whatever the cluster's size, the neural models' units first;
+results come back as they finish (for the progress line) and are returned in the local run's order.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from metarec.eval.experiment import Unit
 
 Outcome = tuple[list["TaskResult"], float]
+_NEURAL = frozenset({"meta", "sasrec", "gru4rec", "cke", "neural"})
 
 
 def _score(cfg: dict[str, Any], ds: Dataset, unit: Unit, fold: Fold, threads: int) -> Outcome:
@@ -47,7 +48,9 @@ def run_units(cfg: dict[str, Any], ds: Dataset, units: list[Unit], dcfg: Distrib
     fold_refs: dict[int, Any] = {}
     pending: dict[Any, int] = {}
     out: list[Outcome | None] = [None] * len(units)
-    todo = list(range(len(units)))[::-1]
+    # longest first (neural models train for epochs; the rest fit in seconds), so no long fit starts last
+    # while the other workers idle; results still come back in the local run's order
+    todo = sorted(range(len(units)), key=lambda i: ("epochs" in units[i].params or units[i].kind in _NEURAL, -i))
     while todo or pending:
         while todo and len(pending) < dcfg.num_workers:
             i = todo.pop()

@@ -98,7 +98,7 @@ class RecommendationOut(ItemOut):
 
 def create_app(artifact: str | Path, db_url: str, token: str | None = None, exact_below: int = 20_000,
                max_body: int = MAX_BODY, max_cached_users: int = 100_000, llm: str | None = None,
-               llm_threads: int = 1) -> FastAPI:  # fmt: skip
+               llm_threads: int = 1, shared: bool = False) -> FastAPI:  # fmt: skip
     """The API over one artefact and one database; write endpoints need `token` when it is set, and
     no request body may exceed `max_body` bytes (checked before the body is read)."""
     app = FastAPI(
@@ -111,7 +111,7 @@ def create_app(artifact: str | Path, db_url: str, token: str | None = None, exac
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     app.add_middleware(RequestGuard, max_body=max_body, token=token)
     app.state.service = RecommenderService(artifact, db_url, exact_below=exact_below, max_cached_users=max_cached_users,
-                                           llm=llm, llm_threads=llm_threads)  # fmt: skip
+                                           llm=llm, llm_threads=llm_threads, shared=shared)  # fmt: skip
     app.state.token = token
     app.add_exception_handler(MetarecError, service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)

@@ -60,7 +60,12 @@ class Explained:
 
 class RecommenderService:
     def __init__(self, artifact: str | Path, db_url: str, exact_below: int = 20_000, profile_weight: float = 2.0,
-                 max_cached_users: int = 100_000, llm: str | None = None, llm_threads: int = 1):  # fmt: skip
+                 max_cached_users: int = 100_000, llm: str | None = None, llm_threads: int = 1,
+                 shared: bool = False):  # fmt: skip
+        #: one of several replicas over one database (Ray Serve): another replica may have added items or
+        #: events, so items are synced from the database before use and user states are never cached
+        self.shared = shared
+        self._sync_lock = threading.Lock()
         model, info = load_model(artifact)
         if not isinstance(model, Servable):
             raise MetarecError(
@@ -193,6 +198,7 @@ class RecommenderService:
 
     def add_items(self, items: list[dict]) -> list[str]:
         """Embed and index new items; they are recommendable at once (as cold items, from text)."""
+        self.sync()
         ext = [it["id"] for it in items]
         if len(set(ext)) != len(ext):
             raise Conflict("the batch names an item id twice")
@@ -215,6 +221,7 @@ class RecommenderService:
         return ext
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        self.sync()
         vec = self.text.encode([query], "query", persist=False)[0]  # one-off: never grows the disk cache
         ids, sims = self.text_index.search(vec, k)
         return list(zip(ids.tolist(), sims.tolist(), strict=True))
@@ -251,6 +258,7 @@ class RecommenderService:
                 raise MetarecError(f"kind must be one of {sorted(KINDS)}, got {e['kind']!r}")
             if e["kind"] == "rating" and e.get("rating") is None:
                 raise MetarecError("a 'rating' event needs a rating value")
+        self.sync()
         with self.store.write_lock, self.store.session_scope() as s:
             user = self._user(s, external, for_update=True)  # one writer per user: each adapts on all rows
             wanted = {e["item"] for e in events}
@@ -368,8 +376,21 @@ class RecommenderService:
             self.profiles[profile] = self.text.encode([profile], "profile")[0]
         return self.profiles[profile]
 
+    def sync(self) -> None:
+        """With `shared`, index the items other replicas added since (one indexed query when none)."""
+        if self.shared:
+            with self._sync_lock:
+                self._load_added_items()
+
     def _state(self, external: str) -> tuple[UserState, np.ndarray]:
-        """A user's adapted state: from memory when nothing changed since, else from the database."""
+        """A user's adapted state: from memory when nothing changed since, else from the database
+        (always from the database for a shared replica: adapting takes milliseconds)."""
+        self.sync()
+        if self.shared:
+            with self.store.session_scope() as s:
+                user = self._user(s, external)
+                fresh = self._adapt(s, user)
+            return self._remember(external, user.id, fresh)
         with self.lock:
             uid = self.user_index.get(external)
             cached = self.states.get(uid) if uid is not None else None
