@@ -19,7 +19,7 @@ from metarec.utils import require
 def check_replicas(db_url: str, replicas: int, max_replicas: int | None) -> None:
     if max(replicas, max_replicas or 0) > 1 and db_url.startswith("sqlite"):
         raise ConfigError(
-            "more than one replica needs a database every replica can reach: pass --db "
+            "more than one replica needs a database every replica can reach (PostgreSQL): pass --db "
             "postgresql+psycopg://user:password@host/db (SQLite is one file on one machine)"
         )
 
