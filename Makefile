@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_text_tuning.py
 	$(BIN)/python benchmarks/bench_kg.py
+	$(BIN)/python benchmarks/bench_ray.py
 
 # ruff (incl. mccabe complexity, C90) and mypy; settings live in pyproject.toml
 lint: setup
