@@ -29,7 +29,7 @@ LAYERS = {
     "text": 2, "llm": 2, "features": 3,
     "meta": 4, "training": 4,
     "models": 5,
-    "eval": 6, "serve": 6,
+    "eval": 6, "serve": 6, "distributed": 6,
     "config": 7, "cli": 8,
 }  # fmt: skip
 

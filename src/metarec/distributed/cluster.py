@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from metarec.config import DistributedConfig
+from metarec.distributed.settings import DistributedSettings as DistributedConfig
 from metarec.utils import metarec_home, require
 
 #: environment every Ray worker gets: where the caches are, and no hub downloads from workers
@@ -58,10 +58,16 @@ def ray_session(cfg: DistributedConfig | dict[str, Any] | None) -> Iterator[Dist
             ray.init(address=dcfg.address, **kwargs)
         started = True
     startup_seconds["connect"] = time.perf_counter() - t0
+    from metarec.distributed.data import RayDataEncoder
+    from metarec.text import registry
+
     _ACTIVE.append(dcfg)
+    previous = registry.remote
+    registry.remote = lambda encoder, text_cfg: RayDataEncoder(encoder, text_cfg, dcfg)
     try:
         yield dcfg
     finally:
+        registry.remote = previous
         _ACTIVE.pop()
         if started:
             ray.shutdown()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from metarec.config import DistributedConfig
+from metarec.distributed.settings import DistributedSettings as DistributedConfig
 from metarec.utils import require
 
 
@@ -26,7 +26,7 @@ class _EncodeActor:
         self.encoder = get_encoder({**text_cfg, "threads": threads})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vecs = self.encoder.encode(list(batch["text"]), batch_size=len(batch["text"]))
+        vecs = self.encoder.encode(list(batch["text"]), batch_size=len(batch["text"]))  # one Ray batch, one pass
         return {"row": batch["row"], "vec": np.asarray(vecs, np.float32)}
 
 
@@ -41,7 +41,9 @@ class RayDataEncoder:
         self.name, self.dim = local.name, local.dim
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+        """`batch_size` is ignored: the workers' batches are `[distributed] encode_batch_size`."""
         ray = require("ray", "ray")
+        batch_size = self.dcfg.encode_batch_size
         if len(texts) == 0:
             return np.zeros((0, self.dim), np.float32)
         d = self.dcfg

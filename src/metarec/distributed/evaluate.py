@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from metarec.config import DistributedConfig
+from metarec.distributed.settings import DistributedSettings as DistributedConfig
 from metarec.utils import require
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from metarec.config import DistributedConfig
+from metarec.distributed.settings import DistributedSettings as DistributedConfig
 from metarec.utils import require
 
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metarec.config import DistributedConfig, SearchConfig
+from metarec.distributed.settings import DistributedSettings as DistributedConfig
+from metarec.distributed.settings import SearchSettings as SearchConfig
 from metarec.errors import MetarecError
 from metarec.utils import require
 

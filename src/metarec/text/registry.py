@@ -7,7 +7,7 @@ text feature source of the neural models, the CLI's `embed` and the service's se
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,9 @@ from metarec.text.encoders import DEFAULT_MODEL, TextEncoder, build_encoder
 DEFAULT_TEXT: dict[str, Any] = {"encoder": "sentence-transformers", "model": DEFAULT_MODEL}
 _ENCODERS: dict[str, TextEncoder] = {}
 _CONFIGS: dict[int, dict[str, Any]] = {}  # id(encoder) -> the [text] table that built it (for Ray workers)
+#: set by a distributed back-end while it runs (`metarec.distributed.ray_session`): wraps a loaded encoder
+#: in one that encodes elsewhere (same name and dim, so the cache is shared); text/ never imports it
+remote: Callable[[TextEncoder, dict[str, Any]], TextEncoder] | None = None
 
 
 def get_encoder(cfg: dict[str, Any] | None) -> TextEncoder:
@@ -38,12 +41,6 @@ def encode_texts(encoder: TextEncoder, texts: Sequence[str], template: str, batc
     `persist=False`: one-off texts (search queries) are cached in memory only, never on disk."""
     if encoder.name.startswith("tfidf"):
         return encoder.encode(texts, batch_size)
-    from metarec.distributed.cluster import active
-
-    dcfg = active()
-    if dcfg is not None and persist and id(encoder) in _CONFIGS:  # texts not cached yet go to a Ray actor pool
-        from metarec.distributed.data import RayDataEncoder
-
-        encoder = RayDataEncoder(encoder, _CONFIGS[id(encoder)], dcfg)
-        batch_size = dcfg.encode_batch_size
+    if remote is not None and persist and id(encoder) in _CONFIGS:  # texts not cached yet go to Ray workers
+        encoder = remote(encoder, _CONFIGS[id(encoder)])
     return EmbeddingCache(encoder, template).encode(texts, batch_size, persist=persist)
