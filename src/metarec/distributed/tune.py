@@ -38,6 +38,13 @@ def _space(search: SearchConfig) -> dict[str, Any]:
     return out
 
 
+def _inside(p: Any, value: Any) -> bool:
+    """Whether a configured value lies in the declared dimension (only then can it be the first trial)."""
+    if p.type == "choice":
+        return value in (p.values or [])
+    return isinstance(value, int | float) and p.low <= value <= p.high
+
+
 def _trial(sampled: dict[str, Any], kind: str, base: dict[str, Any], seed: int, threads: int,
            fold: Any) -> None:  # fmt: skip
     """One trial: fit with the sampled values, report the running best validation score every epoch."""
@@ -84,8 +91,18 @@ def search(cfg: dict[str, Any], fold: Any, dcfg: DistributedConfig, out_dir: Pat
         params["text"] = {**cfg["text"], **params.get("text", {})}
     seed = int(cfg["seed"])
     max_t = int(params.get("epochs", 100))
+    # the configured values are the first trial, so the table shows what the search gained over them
+    from metarec.models import build_model
+
+    current = build_model(kind, params, seed=seed).get_params()
+    default = {k: current[k] for k in s.space if k in current and _inside(s.space[k], current[k])}
     searcher = ConcurrencyLimiter(
-        OptunaSearch(metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=seed)),
+        OptunaSearch(
+            metric=METRIC,
+            mode="max",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            points_to_evaluate=[default] if len(default) == len(s.space) else None,
+        ),
         max_concurrent=dcfg.num_workers,
     )
     scheduler = ASHAScheduler(metric=METRIC, mode="max", time_attr="training_iteration",
@@ -130,6 +147,8 @@ def search(cfg: dict[str, Any], fold: Any, dcfg: DistributedConfig, out_dir: Pat
     scored = [r for r in rows if METRIC in r and not math.isnan(r[METRIC])]
     if not scored:
         raise MetarecError(f"no trial of the search finished; see {out_dir / 'ray_results'}")
+    for r in rows:
+        r["default"] = r["params"] == default  # the configured values' own trial
     best = max(scored, key=lambda r: r[METRIC])
     return dict(best["params"]), rows, seconds
 
@@ -158,7 +177,8 @@ def write_search(config_path: Path, cfg: dict[str, Any], best: dict[str, Any], r
              "", f"| trial | {METRIC} | epochs | seconds | params |", "|---|---|---|---|---|"]  # fmt: skip
     for r in sorted(rows, key=lambda r: -r.get(METRIC, -1.0)):
         score = f"{r[METRIC]:.4f}" if METRIC in r else f"failed: {r.get('error')}"
-        lines.append(f"| {r['trial']} | {score} | {r.get('epochs', '')} | {r.get('seconds', 0):.0f} | "
+        name = f"{r['trial']} (configured values)" if r.get("default") else r["trial"]
+        lines.append(f"| {name} | {score} | {r.get('epochs', '')} | {r.get('seconds', 0):.0f} | "
                      f"`{json.dumps(r['params'], default=str)}` |")  # fmt: skip
     (out_dir / "search.md").write_text("\n".join(lines) + "\n")
     return chosen
