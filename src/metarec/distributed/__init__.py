@@ -5,7 +5,7 @@ Nothing here re-implements the pipeline: a Ray task calls the very function the 
 (`eval.experiment.score_unit`, `text.cache.EmbeddingCache.encode`), so both back-ends give the same numbers.
 """
 
-from metarec.distributed.cluster import active, ray_session
+from metarec.distributed.cluster import ray_session
 from metarec.distributed.settings import DistributedSettings as DistributedConfig
 
-__all__ = ["DistributedConfig", "active", "ray_session"]
+__all__ = ["DistributedConfig", "ray_session"]

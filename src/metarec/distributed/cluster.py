@@ -1,4 +1,4 @@
-"""Connecting to a Ray cluster for one run, and the process-wide "which back-end is on" switch.
+"""Connecting to a Ray cluster for one run.
 
 `address = "auto"` joins a cluster started with `ray start` (on this machine or, with a head node's
 address, anywhere: Ray's cluster launcher and KubeRay start such clusters; see README), `"local"` starts a
@@ -22,21 +22,15 @@ from metarec.utils import metarec_home, require
 _PASS_ENV = ("METAREC_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "METAREC_GIT_COMMIT", "PYTHONPATH")
 
 
-_ACTIVE: list[DistributedConfig] = []
 #: seconds the last `ray_session` spent connecting / starting a cluster (reported apart from the work)
 startup_seconds: dict[str, float] = {}
-
-
-def active() -> DistributedConfig | None:
-    """The Ray back-end's settings while a `ray_session` is open in this process, else None."""
-    return _ACTIVE[-1] if _ACTIVE else None
 
 
 @contextmanager
 def ray_session(cfg: DistributedConfig | dict[str, Any] | None) -> Iterator[DistributedConfig | None]:
     """Open (and afterwards close) the Ray connection a config asks for; a no-op for the local back-end.
 
-    Inside, `active()` returns the settings so the encoding and evaluation steps route their work to Ray.
+    Inside, text encoding sends texts missing from the cache to Ray workers (`text.registry.remote`).
     A cluster this call started is shut down on exit, even when the run fails."""
     dcfg = DistributedConfig.model_validate(cfg or {})
     if dcfg.backend != "ray":
@@ -61,13 +55,11 @@ def ray_session(cfg: DistributedConfig | dict[str, Any] | None) -> Iterator[Dist
     from metarec.distributed.data import RayDataEncoder
     from metarec.text import registry
 
-    _ACTIVE.append(dcfg)
     previous = registry.remote
     registry.remote = lambda encoder, text_cfg: RayDataEncoder(encoder, text_cfg, dcfg)
     try:
         yield dcfg
     finally:
         registry.remote = previous
-        _ACTIVE.pop()
         if started:
             ray.shutdown()
