@@ -14,6 +14,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,10 @@ class RecommenderService:
                  max_cached_users: int = 100_000, llm: str | None = None, llm_threads: int = 1,
                  shared: bool = False):  # fmt: skip
         #: one of several replicas over one database (Ray Serve): another replica may have added items or
-        #: events, so items are synced from the database before use and user states are never cached
+        #: events, so items are synced from the database before use and user states are re-adapted on every
+        #: read (the LRU still feeds a writer's extension, guarded by its version check)
         self.shared = shared
-        self._sync_lock = threading.Lock()
+        self._sync_lock = threading.RLock()  # add_items holds it too: a sync must not index its items first
         model, info = load_model(artifact)
         if not isinstance(model, Servable):
             raise MetarecError(
@@ -198,6 +200,10 @@ class RecommenderService:
 
     def add_items(self, items: list[dict]) -> list[str]:
         """Embed and index new items; they are recommendable at once (as cold items, from text)."""
+        with self._sync_lock if self.shared else nullcontext():
+            return self._add_items(items)
+
+    def _add_items(self, items: list[dict]) -> list[str]:
         self.sync()
         ext = [it["id"] for it in items]
         if len(set(ext)) != len(ext):
