@@ -250,3 +250,41 @@ def test_csv_side_tables_read_numbers_as_numbers(tmp_path):
     assert ds.users["age"].dtype.kind == "f" and ds.items["year"].dtype.kind == "i"
     assert ds.users["zip"].tolist() == ["01234", "94043"]  # a code with a leading zero stays text
     assert ds.users["user_id"].tolist() == ["u1", "u2"]
+
+
+def test_ids_are_factorised_once_and_mixed_spellings_are_one_id():
+    """Ids are mapped through their distinct values only (millions of rows never become strings); 7 and "7"
+    in one column are the same user, as when the file is read as text."""
+    inter = pd.DataFrame({"user_id": [7, "7", 8, 9], "item_id": [1, 2, 1, 3], "timestamp": [1, 2, 3, 4]})
+    ds = Dataset.from_frames("mixed", inter)
+    assert ds.users["user_id"].tolist() == ["7", "8", "9"]
+    assert ds.interactions["user"].tolist() == [0, 0, 1, 2]
+    assert ds.items["item_id"].tolist() == ["1", "2", "3"]
+    items = pd.DataFrame({"item_id": ["3", "1"], "title": ["c", "a"]})  # the table's order is kept
+    with pytest.raises(DataError, match=r"1 interactions name items not in the item table, e.g. item '2'"):
+        Dataset.from_frames("x", inter, items)
+    ds = Dataset.from_frames("x", inter[inter["item_id"] != 2], items)
+    assert ds.interactions["item"].tolist() == [1, 1, 0]
+    with pytest.raises(DataError, match="empty user or item ids"):
+        Dataset.from_frames("x", pd.DataFrame({"user_id": ["a", None], "item_id": ["1", "2"]}))
+
+
+def test_parquet_folders_and_json_lines_read_like_csv(tmp_path):
+    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\n007,a,1\n8,b,2\n007,b,3\n9,c,4\n")
+    csv = tabular.load(tmp_path / "i.csv")
+    frame = pd.read_csv(tmp_path / "i.csv", dtype=str)
+    (tmp_path / "parts").mkdir()
+    for j, part in enumerate(np.array_split(frame, 2)):
+        part.to_parquet(tmp_path / "parts" / f"part-{j}.parquet")
+    frame.to_json(tmp_path / "i.jsonl", orient="records", lines=True)
+    for path in (tmp_path / "parts", tmp_path / "i.jsonl"):
+        other = tabular.load(path)
+        assert other.users["user_id"].tolist() == ["007", "8", "9"], path
+        pd.testing.assert_frame_equal(other.interactions, csv.interactions)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no files"):
+        tabular.load(tmp_path / "empty")
+    (tmp_path / "csvparts").mkdir()
+    (tmp_path / "csvparts" / "a.csv").write_text("user_id,item_id\n1,a\n")
+    with pytest.raises(DataError, match="read by Ray Data only"):
+        tabular.load(tmp_path / "csvparts")

@@ -108,6 +108,38 @@ def test_ray_data_encoding_fills_the_shared_cache(ray_cluster, tmp_path, monkeyp
     EmbeddingCache.forget()
 
 
+def test_ray_data_reads_tables_like_the_local_reader(ray_cluster, tmp_path):
+    """Inside a Ray session `tabular.load` reads with Ray Data (CSV cells stay text: ids keep leading zeros;
+    a folder of Parquet or CSV parts is one table); the Dataset equals the local reader's."""
+    import pandas as pd
+
+    from metarec.data.sources import tabular
+    from metarec.distributed import ray_session
+    from metarec.errors import DataError
+
+    rows = "".join(f"{u:03d},i{(u * 7 + j) % 50},{1000 + 10 * u + j}\n" for u in range(40) for j in range(5))
+    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\n" + rows)
+    frame = pd.read_csv(tmp_path / "i.csv", dtype=str)
+    (tmp_path / "pq").mkdir()
+    (tmp_path / "csv").mkdir()
+    for j, part in enumerate(np.array_split(frame, 3)):
+        part.to_parquet(tmp_path / "pq" / f"part-{j}.parquet")
+        part.to_csv(tmp_path / "csv" / f"part-{j}.csv", index=False)
+    frame.to_json(tmp_path / "i.jsonl", orient="records", lines=True)
+    local = tabular.load(tmp_path / "i.csv")
+    assert tabular.remote is None
+    with ray_session({"backend": "ray", "address": ray_cluster, "num_workers": 2}):
+        assert tabular.remote is not None
+        for path in ("i.csv", "pq", "csv", "i.jsonl"):
+            ds = tabular.load(tmp_path / path)
+            assert ds.users["user_id"].tolist() == local.users["user_id"].tolist(), path  # "000", "001", ...
+            pd.testing.assert_frame_equal(ds.interactions, local.interactions, obj=path)
+        (tmp_path / "bad.csv").write_bytes(b"user_id,item_id\n1,\xff\xfe\n")
+        with pytest.raises(DataError, match=r"bad\.csv: Ray Data cannot read it"):
+            tabular.load(tmp_path / "bad.csv")
+    assert tabular.remote is None
+
+
 def test_ray_backend_config_errors():
     from metarec.config import load_config
     from metarec.errors import ConfigError
@@ -205,6 +237,55 @@ def test_ray_train_two_workers_matches_local_training(ray_cluster, tmp_path):
             name,
             np.linalg.norm(a - b) / np.linalg.norm(b),
         )
+
+
+def test_ray_train_resumes_from_the_last_checkpoint_when_a_worker_is_killed(ray_cluster, tmp_path):
+    """A Ray Train worker is killed (SIGKILL) once the first checkpoint is reported: Ray restarts the worker
+    group, every worker loads the last checkpoint and training goes on from the epoch after it."""
+    import threading
+    import time
+
+    import psutil
+
+    from metarec.config import load_config
+    from metarec.data.sources import load_dataset
+    from metarec.distributed import ray_session
+    from metarec.distributed.train import train_distributed
+    from metarec.models.io import load_model
+
+    epochs = 30
+    cfg = load_config(ROOT / "configs/synthetic.toml", [f"models.maml.epochs={epochs}", "models.maml.patience=1000"])
+    ds = load_dataset(cfg["dataset"])
+    out, outcome = tmp_path / "model", {}
+
+    def run() -> None:
+        try:
+            with ray_session({"backend": "ray", "address": ray_cluster, "num_workers": 2}) as session:
+                outcome["result"] = train_distributed(cfg, "maml", ds, session, out, max_failures=1)
+        except BaseException as exc:  # re-raised in the test's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed = None
+    deadline = time.time() + 300
+    while thread.is_alive() and killed is None and time.time() < deadline:
+        if any((tmp_path / "ray_train").rglob("checkpoint.safetensors")):
+            workers = [
+                p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+            ]
+            if workers:
+                killed = workers[-1].pid
+                workers[-1].kill()
+        time.sleep(0.05)
+    thread.join(timeout=600)
+    assert "error" not in outcome, outcome.get("error")
+    assert killed is not None, "training ended before a worker could be killed"
+    _, manifest = load_model(out)
+    history = manifest["metrics"]["history"]
+    assert history[-1]["epoch"] == epochs - 1
+    assert history[0]["epoch"] > 0, "the restarted group started from epoch 0, not from the checkpoint"
+    assert manifest["metrics"]["epochs"] < epochs
 
 
 def test_ray_serve_two_replicas_on_postgresql(ray_cluster, artifact, tmp_path):

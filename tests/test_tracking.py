@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -69,3 +71,27 @@ def test_no_tracking_by_default(tmp_path, monkeypatch):
     res = runner.invoke(app, ["evaluate", "-c", "c.toml", "--quiet"])
     assert res.exit_code == 0, res.output
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_train_writes_tensorboard_scalars_per_epoch(tmp_path, monkeypatch):
+    """`--tensorboard DIR`: every epoch's loss and meta-valid NDCG@10 as scalars, read back with
+    TensorBoard's own event reader; a model without epochs is refused."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(CONFIG)
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "-c", "c.toml", "--model", "maml", "--out", "m", "--tensorboard", "tb"])
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "tb").iterdir()
+    events = EventAccumulator(str(run))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"loss", "valid_ndcg@10"} <= set(tags), tags
+    epochs = json.loads((tmp_path / "m" / "manifest.json").read_text())["metrics"]["epochs"]
+    steps = [e.step for e in events.Scalars("valid_ndcg@10")]
+    assert steps == list(range(epochs))
+    assert all(0.0 <= e.value <= 1.0 for e in events.Scalars("valid_ndcg@10"))
+    res = runner.invoke(app, ["train", "-c", "c.toml", "--model", "popularity", "--out", "p", "--tensorboard", "tb"])
+    assert res.exit_code != 0 and "has none: drop --tensorboard" in res.output

@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -283,6 +283,24 @@ def embed(
         )
 
 
+def _fit_local(fitted: Any, ds: Any, model: str, kind: str, checkpoint_dir: Path | None, resume: bool,
+               callbacks: list[Any]) -> None:  # fmt: skip
+    """A fit in this process; the neural (meta) models also take the checkpoint and TensorBoard callbacks."""
+    from metarec.models.meta import MetaRecommender
+    from metarec.training import Checkpoint
+
+    if checkpoint_dir is not None or resume:
+        if not isinstance(fitted, MetaRecommender):
+            raise MetarecError(f"--checkpoint-dir is for the neural (meta) models; {model!r} is a {kind!r} model")
+        if checkpoint_dir is None:
+            raise MetarecError("--resume needs --checkpoint-dir (where the checkpoint is)")
+        callbacks = [Checkpoint(checkpoint_dir, resume=resume), *callbacks]
+    if callbacks:
+        fitted.fit(ds, callbacks=callbacks)
+    else:
+        fitted.fit(ds)
+
+
 @app.command("train")
 def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="experiment TOML naming the dataset and model")],
@@ -296,6 +314,9 @@ def train(
     overrides: SetOption = None,
     track: TrackOption = None,
     tracking_uri: TrackingUriOption = None,
+    tensorboard: Annotated[
+        Path | None, typer.Option(help="neural models: write each epoch's scalars for TensorBoard under this folder")
+    ] = None,
 ) -> None:
     """Train one configured model on the whole dataset and write its artefact directory (any model
     can be saved and scored with `evaluate`; `serve` needs a meta model)."""
@@ -305,10 +326,12 @@ def train(
     from metarec.models import TEXT_MODELS, build_model
     from metarec.models.io import save_model
     from metarec.models.meta import MetaRecommender
-    from metarec.training import Checkpoint
+    from metarec.training import Callback, TensorBoard
 
     try:
         cfg = load_config(config, overrides)
+        board = tensorboard or cfg["tracking"].get("tensorboard")
+        board_dir = Path(board) / f"{cfg['name']}-{model}-{time.strftime('%Y%m%d-%H%M%S')}" if board else None
         if model not in cfg["models"]:
             raise MetarecError(f"{config} has no [models.{model}]; it has {', '.join(cfg['models'])}")
         params = dict(cfg["models"][model])
@@ -321,6 +344,10 @@ def train(
             fitted = build_model(kind, params, seed=int(cfg["seed"]))
             if verbose and "verbose" in fitted.get_params():
                 fitted.set_params(verbose=True)
+            if board_dir is not None and not isinstance(fitted, MetaRecommender):
+                raise MetarecError(f"TensorBoard curves are per epoch of the neural (meta) models; {model!r} "
+                                   f"is a {kind!r} model, which has none: drop --tensorboard")  # fmt: skip
+            callbacks: list[Callback] = [] if board_dir is None else [TensorBoard(board_dir)]
             if cfg["distributed"]["backend"] == "ray":  # Ray Train: data-parallel workers, same loop
                 if not isinstance(fitted, MetaRecommender):
                     raise MetarecError(f"Ray Train runs the meta models; {model!r} is a {kind!r} model")
@@ -331,20 +358,12 @@ def train(
                 dest = out or Path("models") / f"{cfg['name']}-{model}"
                 with ray_session(cfg["distributed"]) as session:
                     assert session is not None
-                    train_distributed(cfg, model, ds, session, Path(dest))
+                    train_distributed(cfg, model, ds, session, Path(dest), tensorboard=board_dir)
                 fitted, manifest = load_model(dest)
                 if not hasattr(fitted, "fit_info_"):
                     fitted.fit_info_ = manifest.get("metrics", {})
-            elif checkpoint_dir is not None or resume:
-                if not isinstance(fitted, MetaRecommender):
-                    raise MetarecError(
-                        f"--checkpoint-dir is for the neural (meta) models; {model!r} is a {kind!r} model"
-                    )
-                if checkpoint_dir is None:
-                    raise MetarecError("--resume needs --checkpoint-dir (where the checkpoint is)")
-                fitted.fit(ds, callbacks=[Checkpoint(checkpoint_dir, resume=resume)])
             else:
-                fitted.fit(ds)
+                _fit_local(fitted, ds, model, kind, checkpoint_dir, resume, callbacks)
             if verbose and cfg["distributed"]["backend"] != "ray":
                 fitted.set_params(verbose=False)  # the artefact's parameters say how it was configured
             if cfg["distributed"]["backend"] != "ray":
@@ -361,6 +380,8 @@ def train(
     extra = (f", {info['epochs']} epochs, best meta-valid NDCG@10 {info['best_valid_ndcg@10']:.4f}"
              if "epochs" in info else "")  # fmt: skip
     console.print(f"trained {model} ({kind}) on {ds.name} in {time.perf_counter() - t0:.1f}s{extra}; wrote {dest}")
+    if board_dir is not None:
+        console.print(f"training curves for TensorBoard in {board_dir} (tensorboard --logdir {board_dir.parent})")
 
 
 @app.command("evaluate")

@@ -456,13 +456,15 @@ class SearchConfig(_Section, SearchSettings):
 
 
 class TrackingConfig(_Section):
-    """[tracking]: MLflow experiment tracking of evaluate / train / tune runs (needs the `ray` or `track` extra).
+    """[tracking]: MLflow experiment tracking of evaluate / train / tune runs, TensorBoard training curves
+    (both need the `track` extra, which `ray` includes).
 
     `uri` None means `$MLFLOW_TRACKING_URI`, else a SQLite store in ./mlruns (artefacts beside it)."""
 
     mlflow: bool = False
     uri: str | None = None
     experiment: str | None = None  # default: the config's name
+    tensorboard: str | None = None  # a folder: `metarec train` writes each epoch's scalars under it
 
 
 class ExperimentConfig(_Section):

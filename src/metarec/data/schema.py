@@ -38,23 +38,39 @@ def time_columns(df: pd.DataFrame, key: str, what: str) -> list[str]:
     return [key]
 
 
-def _table(table: pd.DataFrame | None, key: str, inter: pd.DataFrame, source: str, what: str) -> pd.DataFrame:
-    """The item or user table, checked against the interactions (or derived from them if absent).
+def _ids(column: pd.Series, source: str) -> tuple[np.ndarray, pd.Index]:
+    """(codes, distinct ids as strings): ids are factorised first and only the distinct values become
+    strings, so 50M interaction rows never turn into 50M Python strings."""
+    if column.isna().any():
+        raise DataError(f"{source}: empty user or item ids in interactions")
+    codes, uniques = pd.factorize(column)
+    names = pd.Index(pd.Index(uniques).astype(str), dtype=object)
+    if not names.is_unique:  # 7 and "7" in one column are one id, as they were read as text
+        again, names = pd.factorize(names)
+        codes, names = again[codes], pd.Index(names, dtype=object)
+    return codes, names
+
+
+def _table(table: pd.DataFrame | None, key: str, distinct: pd.Index, codes: np.ndarray, source: str,
+           what: str) -> pd.DataFrame:  # fmt: skip
+    """The item or user table, checked against the interactions' distinct ids (or derived from them if
+    absent, in order of first appearance).
 
     Ids in the interactions but not in the table are an error, not a silent addition: it nearly
     always means the wrong file or the wrong column was given."""
     if table is None:
-        return pd.DataFrame({key: pd.unique(inter[key])})
+        return pd.DataFrame({key: distinct.to_numpy()})
     table = table.copy()
     table[key] = table[key].astype(str)
     dup = table[key].duplicated()
     if dup.any():
         raise DataError(f"{what}s: duplicate {what} ids, e.g. {table[key][dup].iloc[0]!r}")
-    unknown = ~inter[key].isin(table[key])
+    unknown = ~distinct.isin(table[key])
     if unknown.any():
+        rows = int(unknown[codes].sum())
         raise DataError(
-            f"{source}: {int(unknown.sum())} interactions name {what}s not in the {what} table, "
-            f"e.g. {what} {inter[key][unknown].iloc[0]!r}; add them to the {what}s file or drop those rows"
+            f"{source}: {rows} interactions name {what}s not in the {what} table, "
+            f"e.g. {what} {distinct[unknown][0]!r}; add them to the {what}s file or drop those rows"
         )
     return table
 
@@ -114,23 +130,13 @@ class Dataset:
                     "map your columns with the loader's column options"
                 )
         inter = interactions.reset_index(drop=True)  # columns below are assigned by position, not index label
-        inter["user_id"] = inter["user_id"].astype(str)
-        inter["item_id"] = inter["item_id"].astype(str)
-        if inter[["user_id", "item_id"]].isna().any().any():
-            raise DataError(f"{source}: empty user or item ids in interactions")
-
-        items = _table(items, "item_id", inter, source, "item")
-        users = _table(users, "user_id", inter, source, "user")
-        items = items.reset_index(drop=True)
-        users = users.reset_index(drop=True)
-        item_index = pd.Index(items["item_id"])
-        user_index = pd.Index(users["user_id"])
-        out = pd.DataFrame(
-            {
-                USER: user_index.get_indexer(inter["user_id"]).astype(np.int32),
-                ITEM: item_index.get_indexer(inter["item_id"]).astype(np.int32),
-            }
-        )
+        ucodes, udistinct = _ids(inter["user_id"], source)
+        icodes, idistinct = _ids(inter["item_id"], source)
+        items = _table(items, "item_id", idistinct, icodes, source, "item").reset_index(drop=True)
+        users = _table(users, "user_id", udistinct, ucodes, source, "user").reset_index(drop=True)
+        item_pos = pd.Index(items["item_id"]).get_indexer(idistinct).astype(np.int32)
+        user_pos = pd.Index(users["user_id"]).get_indexer(udistinct).astype(np.int32)
+        out = pd.DataFrame({USER: user_pos[ucodes], ITEM: item_pos[icodes]})
         if RATING in inter.columns:
             out[RATING] = pd.to_numeric(inter[RATING], errors="raise").astype(np.float32)
         if TIME in inter.columns:

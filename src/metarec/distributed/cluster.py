@@ -30,7 +30,8 @@ startup_seconds: dict[str, float] = {}
 def ray_session(cfg: DistributedConfig | dict[str, Any] | None) -> Iterator[DistributedConfig | None]:
     """Open (and afterwards close) the Ray connection a config asks for; a no-op for the local back-end.
 
-    Inside, text encoding sends texts missing from the cache to Ray workers (`text.registry.remote`).
+    Inside, text encoding sends texts missing from the cache to Ray workers (`text.registry.remote`) and
+    interaction tables are read by Ray Data (`data.sources.tabular.remote`).
     A cluster this call started is shut down on exit, even when the run fails."""
     dcfg = DistributedConfig.model_validate(cfg or {})
     if dcfg.backend != "ray":
@@ -52,14 +53,16 @@ def ray_session(cfg: DistributedConfig | dict[str, Any] | None) -> Iterator[Dist
             ray.init(address=dcfg.address, **kwargs)
         started = True
     startup_seconds["connect"] = time.perf_counter() - t0
-    from metarec.distributed.data import RayDataEncoder
+    from metarec.data.sources import tabular
+    from metarec.distributed.data import RayDataEncoder, read_table_ray
     from metarec.text import registry
 
-    previous = registry.remote
+    previous, reader = registry.remote, tabular.remote
     registry.remote = lambda encoder, text_cfg: RayDataEncoder(encoder, text_cfg, dcfg)
+    tabular.remote = read_table_ray
     try:
         yield dcfg
     finally:
-        registry.remote = previous
+        registry.remote, tabular.remote = previous, reader
         if started:
             ray.shutdown()

@@ -22,7 +22,7 @@ def _loop(config: dict[str, Any]) -> None:
 
     from metarec.models import build_model
     from metarec.models.io import save_model
-    from metarec.training.callbacks import Callback, Checkpoint
+    from metarec.training.callbacks import Callback, Checkpoint, TensorBoard
     from metarec.training.sharding import all_reduce
 
     ctx = ray.train.get_context()
@@ -47,14 +47,18 @@ def _loop(config: dict[str, Any]) -> None:
             else:
                 ray.train.report(metrics)
 
-    model.fit(ds, valid=config.get("valid"), callbacks=[Checkpoint(work, resume=resume is not None), Report()],
-              wrap_optimizer=all_reduce, shard=(rank, world))  # type: ignore[call-arg]  # fmt: skip
+    callbacks: list[Callback] = [Checkpoint(work, resume=resume is not None), Report()]
+    if rank == 0 and config.get("tensorboard"):  # one writer: the workers hold the same weights and logs
+        callbacks.append(TensorBoard(config["tensorboard"]))
+    model.fit(ds, valid=config.get("valid"), callbacks=callbacks, wrap_optimizer=all_reduce,
+              shard=(rank, world))  # type: ignore[call-arg]  # fmt: skip
     if rank == 0:
         save_model(model, config["out"], ds, config["cfg"])
 
 
 def train_distributed(cfg: dict[str, Any], model_name: str, ds: Any, dcfg: DistributedConfig, out: Path,
-                      valid: Any = None, max_failures: int = 1) -> dict[str, Any]:  # fmt: skip
+                      valid: Any = None, max_failures: int = 1, tensorboard: Path | None = None
+                      ) -> dict[str, Any]:  # fmt: skip
     """Train `[models.<model_name>]` (a meta model) with Ray Train inside an open `ray_session`; the artefact
     goes to `out`. Returns Ray Train's final metrics and the checkpoint path."""
     require("ray.train", "ray", "ray")
@@ -68,7 +72,8 @@ def train_distributed(cfg: dict[str, Any], model_name: str, ds: Any, dcfg: Distr
     if kind in TEXT_MODELS:
         params["text"] = {**cfg["text"], **params.get("text", {})}
     loop_cfg = {"dataset": ds, "valid": valid, "kind": kind, "params": params, "seed": int(cfg["seed"]),
-                "threads": max(1, int(dcfg.cpus_per_worker)), "out": str(out.resolve()), "cfg": cfg}  # fmt: skip
+                "threads": max(1, int(dcfg.cpus_per_worker)), "out": str(out.resolve()), "cfg": cfg,
+                "tensorboard": str(tensorboard.resolve()) if tensorboard else None}  # fmt: skip
     trainer = TorchTrainer(
         _loop,
         train_loop_config=loop_cfg,

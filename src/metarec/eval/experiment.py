@@ -247,60 +247,61 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
     timings: dict[str, float] = {}
     seed = int(cfg["seed"])
     seed_everything(seed)
-    t0 = time.perf_counter()
-    ds = dataset if dataset is not None else load_dataset(cfg["dataset"])
-    timings["load_data"] = time.perf_counter() - t0
-    cells: dict[tuple[str, int | None, str], Cell] = {}
-    artifacts: Artifacts = {}
-    info = ds.summary()
-    units: list[Unit] = []
-    for protocol, params in cfg["protocols"].items():
-        t_split = time.perf_counter()
-        params = dict(params)
-        kind = params.pop("type", protocol)  # two variants of one protocol can run side by side
-        folds = list(make_folds(ds, kind, params, seed))
-        timings[f"split:{protocol}"] = time.perf_counter() - t_split
-        if ds.kg is not None and any(f.cold_items is not None for f in folds):  # the report's kg section
-            cold = np.concatenate([f.cold_items for f in folds if f.cold_items is not None])
-            facts = ds.items_with_facts()
-            info.setdefault("kg_cold_items", {})[protocol] = {
-                "cold_items": len(np.unique(cold)),
-                "with_facts": int(facts[np.unique(cold)].sum()),
-            }
-        units += [u for fold in folds for u in _units(cfg, protocol, fold)]
-    with _progress() as bar, ray_session(cfg.get("distributed")) as dcfg:
-        task_id = bar.add_task("evaluating", total=len(units), visible=progress)
+    with ray_session(cfg.get("distributed")) as dcfg:  # first: inside it, Ray Data reads the tables
+        t0 = time.perf_counter()
+        ds = dataset if dataset is not None else load_dataset(cfg["dataset"])
+        timings["load_data"] = time.perf_counter() - t0
+        cells: dict[tuple[str, int | None, str], Cell] = {}
+        artifacts: Artifacts = {}
+        info = ds.summary()
+        units: list[Unit] = []
+        for protocol, params in cfg["protocols"].items():
+            t_split = time.perf_counter()
+            params = dict(params)
+            kind = params.pop("type", protocol)  # two variants of one protocol can run side by side
+            folds = list(make_folds(ds, kind, params, seed))
+            timings[f"split:{protocol}"] = time.perf_counter() - t_split
+            if ds.kg is not None and any(f.cold_items is not None for f in folds):  # the report's kg section
+                cold = np.concatenate([f.cold_items for f in folds if f.cold_items is not None])
+                facts = ds.items_with_facts()
+                info.setdefault("kg_cold_items", {})[protocol] = {
+                    "cold_items": len(np.unique(cold)),
+                    "with_facts": int(facts[np.unique(cold)].sum()),
+                }
+            units += [u for fold in folds for u in _units(cfg, protocol, fold)]
+        with _progress() as bar:
+            task_id = bar.add_task("evaluating", total=len(units), visible=progress)
 
-        def done(unit: Unit, results: list[TaskResult], fit_seconds: float) -> None:
-            key = f"fit:{unit.protocol}:{unit.display}"
-            timings[key] = timings.get(key, 0.0) + fit_seconds
-            for r in results:
-                key = f"eval:{unit.protocol}:{unit.display}"
-                timings[key] = timings.get(key, 0.0) + r.seconds
-            bar.advance(task_id)
-            if log is not None:
-                log(_line(bar, task_id, t0, f"{unit.protocol} fold {unit.fold.fold} {unit.display}",
-                          fit_seconds + sum(r.seconds for r in results)))  # fmt: skip
+            def done(unit: Unit, results: list[TaskResult], fit_seconds: float) -> None:
+                key = f"fit:{unit.protocol}:{unit.display}"
+                timings[key] = timings.get(key, 0.0) + fit_seconds
+                for r in results:
+                    key = f"eval:{unit.protocol}:{unit.display}"
+                    timings[key] = timings.get(key, 0.0) + r.seconds
+                bar.advance(task_id)
+                if log is not None:
+                    log(_line(bar, task_id, t0, f"{unit.protocol} fold {unit.fold.fold} {unit.display}",
+                              fit_seconds + sum(r.seconds for r in results)))  # fmt: skip
 
-        if dcfg is None:
-            outcomes = []
-            for unit in units:
-                bar.update(task_id, description=f"{unit.protocol} fold {unit.fold.fold}: {unit.display}")
-                outcomes.append(score_unit(cfg, ds, unit, artifacts))
-                done(unit, *outcomes[-1])
-        else:
-            from metarec.distributed.evaluate import run_units
+            if dcfg is None:
+                outcomes = []
+                for unit in units:
+                    bar.update(task_id, description=f"{unit.protocol} fold {unit.fold.fold}: {unit.display}")
+                    outcomes.append(score_unit(cfg, ds, unit, artifacts))
+                    done(unit, *outcomes[-1])
+            else:
+                from metarec.distributed.evaluate import run_units
 
-            timings["ray_connect"] = startup_seconds.get("connect", 0.0)
-            bar.update(task_id, description=f"{len(units)} units on Ray ({dcfg.num_workers} workers)")
-            outcomes = run_units(cfg, ds, units, dcfg, done)
-        for unit, (results, _) in zip(units, outcomes, strict=True):  # the local run's order
-            for task, r in zip(unit.fold.tasks, results, strict=True):
-                r.task = task
-                cell = cells.setdefault(
-                    (unit.protocol, task.k, unit.display), Cell(unit.protocol, task.k, unit.display)
-                )
-                cell.add(r)
+                timings["ray_connect"] = startup_seconds.get("connect", 0.0)
+                bar.update(task_id, description=f"{len(units)} units on Ray ({dcfg.num_workers} workers)")
+                outcomes = run_units(cfg, ds, units, dcfg, done)
+            for unit, (results, _) in zip(units, outcomes, strict=True):  # the local run's order
+                for task, r in zip(unit.fold.tasks, results, strict=True):
+                    r.task = task
+                    cell = cells.setdefault(
+                        (unit.protocol, task.k, unit.display), Cell(unit.protocol, task.k, unit.display)
+                    )
+                    cell.add(r)
     timings["total"] = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return ExperimentResult(cfg, info, cells, timings, peak_mb)

@@ -56,8 +56,12 @@ class EpisodeSampler:
         self.min_query = min_query
         self.rng = np.random.default_rng(seed)
 
-    def epoch(self, batch_size: int) -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray]]:
+    def epoch(self, batch_size: int, limit: int = 0) -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray]]:
+        """One pass over the users in random order; `limit` > 0: over that many of them only (with millions
+        of users an epoch is a sample of tasks, not all of them)."""
         perm = self.rng.permutation(self.users)
+        if limit:
+            perm = perm[:limit]
         for start in range(0, len(perm), batch_size):
             k = int(self.rng.choice(self.shots))
             users = perm[start : start + batch_size]

@@ -68,6 +68,8 @@ class MetaRecommender(Recommender):
         warmup_items: float = 0.2,
         warmup_lr: float = 0.01,
         meta_batch: int = 32,
+        tasks_per_epoch: int = 0,
+        valid_users: int = 2000,
         epochs: int = 80,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -102,6 +104,8 @@ class MetaRecommender(Recommender):
         self.warmup_items = warmup_items  # share of training items kept from the base network to play launches
         self.warmup_lr = warmup_lr
         self.meta_batch = meta_batch
+        self.tasks_per_epoch = tasks_per_epoch  # > 0: an epoch samples this many user tasks (millions of users)
+        self.valid_users = valid_users  # cap on the users held out for early stopping when no valid set is given
         self.epochs = epochs
         self.lr = lr
         self.weight_decay = weight_decay
@@ -148,6 +152,9 @@ class MetaRecommender(Recommender):
         if self.support_order and not self.set_encoder:
             raise ConfigError("support_order reads the support items as a sequence in the set encoder: "
                               "set set_encoder = true too")  # fmt: skip
+        if self.tasks_per_epoch < 0 or self.valid_users < 1:
+            raise ConfigError(f"tasks_per_epoch must be >= 0 (0 = every user each epoch) and valid_users >= 1, "
+                              f"got {self.tasks_per_epoch} and {self.valid_users}")  # fmt: skip
         if self.support_order and self.objective != "ranking":
             raise ConfigError("support_order is for the ranking objective (time order of implicit feedback)")
         self._user_tower()
@@ -552,9 +559,11 @@ class _MetaStep:
         if valid is not None and len(valid):
             vds = train.with_interactions(valid)
             vusers = np.unique(valid[USER].to_numpy())
+            if len(vusers) > self.m.valid_users:  # early stopping needs a sample, not a million dense rows
+                vusers = np.sort(np.random.default_rng(self.m.seed).choice(vusers, self.m.valid_users, replace=False))
             return time_rank_matrix(vds)[vusers], vusers, vds.matrix(binary=False) if self.ratings is not None else None
         rng = np.random.default_rng(self.m.seed)
-        held = rng.choice(self.users, max(1, len(self.users) // 10), replace=False)
+        held = rng.choice(self.users, max(1, min(len(self.users) // 10, self.m.valid_users)), replace=False)
         self.users = np.setdiff1d(self.users, held)
         return self.ranks[held], held, train.matrix(binary=False) if self.ratings is not None else None
 
@@ -564,11 +573,13 @@ class _MetaStep:
 
     def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if self.m.algorithm_.episodic:
-            for u, _, sup, qry in self.sampler.epoch(self.m.meta_batch):
+            for u, _, sup, qry in self.sampler.epoch(self.m.meta_batch, self.m.tasks_per_epoch):
                 yield u, sup, qry
             return
         # non-meta training: each training user's whole history is the target of their own vector
         perm = np.random.default_rng(self.m.seed + epoch).permutation(self.users)
+        if self.m.tasks_per_epoch:
+            perm = perm[: self.m.tasks_per_epoch]
         for start in range(0, len(perm), self.m.meta_batch):
             bu = perm[start : start + self.m.meta_batch]
             rows = self.ranks[bu]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.sparse as sp
 
 if TYPE_CHECKING:
     import hnswlib
@@ -125,3 +126,32 @@ class ItemIndex:
         ids, sims = ids[0], 1.0 - dist[0]  # hnswlib's "ip" distance is 1 - dot
         keep = np.array([i not in exclude for i in ids], dtype=bool)
         return ids[keep][:k].astype(np.int64), sims[keep][:k].astype(np.float32)
+
+    def search_batch(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
+        """Top-k ids per query row (n x k, best first; -1 where fewer remain), skipping each row's
+        `exclude` items (a users x items CSR): one batched HNSW query (or one matrix product when exact)
+        for many users, as an offline evaluation asks."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        n = len(q)
+        if exclude is None:
+            exclude = sp.csr_matrix((np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(n + 1, np.int32)),
+                                    shape=(n, self.size))  # fmt: skip
+        if self.hnsw is None:
+            scores = q @ self.vectors.T
+            scores[exclude.nonzero()] = -np.inf
+            kk = min(k, self.size)
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1, kind="stable"), 1)
+            top[~np.isfinite(np.take_along_axis(scores, top, 1))] = -1
+            return top
+        fetch = min(self.size, k + int(np.diff(exclude.indptr).max(initial=0)))
+        self.hnsw.set_ef(max(self.ef, fetch))
+        ids, _ = self.hnsw.knn_query(q, k=fetch)
+        ids = ids.astype(np.int64)
+        rows = np.repeat(np.arange(n), np.diff(exclude.indptr))
+        seen = np.isin(np.arange(n)[:, None] * self.size + ids, rows * self.size + exclude.indices)
+        # keep the first k unseen of each row, in the index's order
+        order = np.argsort(seen, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(ids, order, 1)
+        top[np.take_along_axis(seen, order, 1)] = -1
+        return top

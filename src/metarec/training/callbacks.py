@@ -1,4 +1,5 @@
-"""Callbacks of the training loop: early stopping on validation users, history / progress, checkpoints.
+"""Callbacks of the training loop: early stopping on validation users, history / progress, checkpoints,
+TensorBoard scalars.
 
 A callback implements any of `on_train_begin(trainer, step, result)`,
 `on_epoch_end(trainer, step, epoch, logs)` and `on_train_end(trainer, step, result)`; the base
@@ -111,3 +112,33 @@ class Checkpoint(Callback):
         save_file({k: v.contiguous() for k, v in step.state().items()}, str(tmp))
         tmp.replace(self.weights)  # never a half-written checkpoint
         self.info.write_text(json.dumps({"epoch": epoch, "logs": logs}))
+
+
+class TensorBoard(Callback):
+    """Each epoch's logs (loss, meta-valid NDCG@10, seconds) as TensorBoard scalars, written while training
+    runs, so `tensorboard --logdir DIR` shows the curves live. Needs the `track` extra (tensorboard)."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._writer: Any = None
+
+    def on_train_begin(self, trainer: Trainer, step: TrainStep, result: TrainResult) -> None:
+        from metarec.utils import require
+
+        require("tensorboard", "track")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(self.log_dir))
+
+    def on_epoch_end(self, trainer: Trainer, step: TrainStep, epoch: int, logs: dict[str, float]) -> None:
+        if self._writer is None:
+            return
+        for name, value in logs.items():
+            if isinstance(value, int | float) and np.isfinite(value):
+                self._writer.add_scalar(name, float(value), epoch)
+        self._writer.flush()
+
+    def on_train_end(self, trainer: Trainer, step: TrainStep, result: TrainResult) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

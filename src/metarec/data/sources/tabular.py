@@ -1,4 +1,4 @@
-"""Generic CSV / Parquet files with column mapping, for any catalogue.
+"""Generic CSV / Parquet / JSON-lines files (or folders of part files) with column mapping, for any catalogue.
 
 `columns` maps our names to the file's: {"user": "uid", "item": "sku", "rating": "stars",
 "timestamp": "ts", "split": "fold"}. A `split` column carries a predefined train/valid/test split.
@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from metarec.data.checks import check_column
@@ -17,14 +19,44 @@ from metarec.errors import DataError
 SPLIT_VALUES = {"train", "valid", "test"}
 
 
+#: set inside a Ray session (`distributed.cluster`): reads a file or folder with Ray Data instead
+remote: Callable[[Path, str | None, str], pd.DataFrame] | None = None
+
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+def table_format(path: Path) -> str:
+    """'parquet', 'json' (JSON lines) or 'csv', from the suffix; a folder by the files inside it."""
+    if path.is_dir():
+        inside = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
+        if not inside:
+            raise DataError(f"{path}: the folder holds no files")
+        path = inside[0]
+    if path.suffix in (".parquet", ".pq"):
+        return "parquet"
+    return "json" if path.suffix in JSON_SUFFIXES else "csv"
+
+
 def read_table(path: str | Path, sep: str | None = None, encoding: str = "utf-8") -> pd.DataFrame:
-    """Every cell as a string (ids keep leading zeros); `sep` defaults to tab for .tsv, comma otherwise."""
+    """Every CSV cell as a string (ids keep leading zeros); `sep` defaults to tab for .tsv, comma
+    otherwise. Parquet and JSON lines keep their types. A folder of part files is read as one table
+    (in parallel by Ray Data inside a Ray session)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    fmt = table_format(path)
+    if remote is not None:
+        return remote(path, sep, encoding)
     try:
-        if path.suffix in (".parquet", ".pq"):
+        if fmt == "parquet":
             return pd.read_parquet(path)
+        if fmt == "json":
+            parts = sorted(path.glob("*")) if path.is_dir() else [path]
+            return pd.concat([pd.read_json(f, lines=True, dtype=False, encoding=encoding) for f in parts
+                              if f.is_file() and not f.name.startswith((".", "_"))], ignore_index=True)  # fmt: skip
+        if path.is_dir():
+            raise DataError(f"{path}: a folder of CSV parts is read by Ray Data only ([distributed] backend = "
+                            "'ray'); concatenate the parts or write them as Parquet")  # fmt: skip
         return pd.read_csv(
             path,
             sep=sep or ("\t" if path.suffix in (".tsv", ".tab") else ","),
@@ -60,6 +92,14 @@ def _numbers(df: pd.DataFrame, key: str) -> pd.DataFrame:
         if num.notna().all():
             df[col] = num.reindex(df.index)  # empty cells become NaN
     return df
+
+
+def _empty(ids: pd.Series) -> np.ndarray:
+    """Missing or blank ids, without turning a numeric column of millions of rows into strings."""
+    if pd.api.types.is_numeric_dtype(ids):
+        return ids.isna().to_numpy()
+    return (ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy() if ids.dtype == object else (
+        ids.isna() | (ids.str.strip() == "")).to_numpy(bool)  # fmt: skip
 
 
 def _rename(df: pd.DataFrame, mapping: dict[str, str], required: list[str], path: str) -> pd.DataFrame:
@@ -121,9 +161,9 @@ def load(
                 f"{interactions}: column '{cols['split']}' must hold train / valid / test, "
                 f"found {inter['split'][bad].iloc[0]!r}"
             )
-    if (inter["user_id"].astype(str) == "").any() or (inter["item_id"].astype(str) == "").any():
-        line = int(((inter["user_id"].astype(str) == "") | (inter["item_id"].astype(str) == "")).to_numpy().argmax())
-        raise DataError(f"{interactions}: line {line + 2} has an empty user or item id")
+    empty = _empty(inter["user_id"]) | _empty(inter["item_id"])
+    if empty.any():
+        raise DataError(f"{interactions}: line {int(empty.argmax()) + 2} has an empty user or item id")
     item_df = user_df = None
     if items is not None:
         item_df = read_table(items, sep, encoding)
