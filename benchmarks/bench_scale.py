@@ -51,7 +51,10 @@ EVAL_USERS = 10_000
 
 # ---------------------------------------------------------------------------------------------- memory
 class PeakMemory:
-    """Peak resident memory of this process tree (and every Ray process) while a stage runs."""
+    """Peak memory of this process tree (and, on Ray, every process of the Ray session) while a stage runs.
+
+    PSS (proportional set size): pages shared between processes (Ray's object store, shared libraries)
+    count once in total, not once per process as RSS sums would."""
 
     def __init__(self, ray: bool) -> None:
         import psutil
@@ -67,18 +70,18 @@ class PeakMemory:
             seen = {p.pid for p in procs}
             for p in self.psutil.process_iter(["pid", "cmdline"]):
                 cmd = " ".join(p.info["cmdline"] or [])
-                if p.info["pid"] not in seen and ("ray" in cmd.lower()) and "bench_scale" not in cmd:
+                if p.info["pid"] not in seen and ("ray::" in cmd or "/ray/" in cmd) and "bench_scale" not in cmd:
                     procs.append(p)
         total = 0
         for p in procs:
             with suppress(self.psutil.NoSuchProcess, self.psutil.AccessDenied):
-                total += p.memory_info().rss
+                total += p.memory_full_info().pss
         return total
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self._rss())
-            self._stop.wait(0.2)
+            self._stop.wait(0.3)
 
     def __enter__(self) -> PeakMemory:
         self.peak = self._rss()
@@ -121,9 +124,10 @@ def generate(n_users: int, folder: Path, seed: int = 0, per_user: int = 50) -> d
     item = by_topic[np.minimum(pos, N_ITEMS - 1)]
     key = np.unique(user * N_ITEMS + item)  # one interaction per (user, item)
     user, item = key // N_ITEMS, key % N_ITEMS
-    order = rng.permutation(len(user))  # events arrive in time order, not grouped by user
-    ts = np.empty(len(user), np.int64)
-    ts[order] = 1_600_000_000 + np.arange(len(user), dtype=np.int64)
+    # events arrive in time order, users interleaved (as a log is written): rows shuffled, timestamps rising
+    order = rng.permutation(len(user))
+    user, item = user[order], item[order]
+    ts = 1_600_000_000 + np.arange(len(user), dtype=np.int64)
     (folder / "interactions").mkdir(parents=True, exist_ok=True)
     for j, rows in enumerate(np.array_split(np.arange(len(user)), 8)):
         table = pa.table({"user_id": user[rows], "item_id": item[rows], "timestamp": ts[rows]})
@@ -174,6 +178,9 @@ def child(n_users: int, backend: str, home: Path, args: argparse.Namespace) -> d
     dcfg = {"backend": backend, "address": "auto", "num_workers": 2, "cpus_per_worker": 1}
     with ray_session(dcfg if ray_on else None) as session:
         out["ray_connect_seconds"] = startup_seconds.get("connect", 0.0) if ray_on else 0.0
+        with PeakMemory(ray_on) as idle:  # before any stage: this process, plus the Ray cluster at rest
+            pass
+        out["baseline_gib"] = idle.peak / 2**30
         with stage("ingest"):
             ds = tabular.load(data / "interactions", items=data / "items.parquet", name=f"scale-{n_users}")
             matrix = ds.matrix()
@@ -216,50 +223,61 @@ def child(n_users: int, backend: str, home: Path, args: argparse.Namespace) -> d
             else:
                 meta = MetaRecommender(**meta_params).fit(train)
         out["meta_fit"] = {k: v for k, v in getattr(meta, "fit_info_", {}).items() if k != "history"}
+        checks: dict[str, Any] = {}
         with stage("eval"):
-            out["eval"] = evaluate(als, meta, history, target, eval_users)
+            out["eval"] = evaluate(als, meta, history, target, eval_users, checks)
+        for name, recall in ann_recall(checks, history).items():  # not timed: a check, not a stage
+            out["eval"][name]["ann_recall@10"] = recall
     if ray_on:
         out["ray_connect_seconds"] = startup_seconds.get("connect", 0.0)
     return out
 
 
-def evaluate(als: Any, meta: Any, history: Any, target: np.ndarray, users: np.ndarray) -> dict[str, Any]:
-    """HR@10 / NDCG@10 of the held-out item, by HNSW retrieval, for ALS and the meta model."""
+def evaluate(als: Any, meta: Any, history: Any, target: np.ndarray, users: np.ndarray,
+             checks: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """HR@10 / NDCG@10 of the held-out item, by HNSW retrieval, for ALS and the meta model; `checks` gets
+    what `ann_recall` compares with exact search (outside the timed stage)."""
     import torch
 
     from metarec.serve.index import ItemIndex
 
     res: dict[str, Any] = {}
-    rows = np.arange(len(users))
-    V = als.model_.item_factors
-    Q = als.model_.user_factors[users]
     E, b = meta.item_vectors()
     with torch.no_grad():  # the meta model adapts each user from their history, 500 at a time
         H = np.concatenate([meta.query_vector(meta.fold_in(history[s : s + 500]))
                             for s in range(0, len(users), 500)])  # fmt: skip
+    meta_items, meta_queries = np.hstack([E, b[:, None]]), np.hstack([H, np.ones((len(H), 1))])  # bias rides along
     for name, items, queries in (
-        ("als", V, Q),
-        ("meta", np.hstack([E, b[:, None]]), np.hstack([H, np.ones((len(H), 1))])),
+        ("als", als.model_.item_factors, als.model_.user_factors[users]),
+        ("meta", meta_items, meta_queries),
     ):
+        items, queries = np.asarray(items, np.float32), np.asarray(queries, np.float32)
         t = time.perf_counter()
-        index = ItemIndex(np.asarray(items, np.float32), exact_below=0)
+        index = ItemIndex(items, exact_below=0)
         build = time.perf_counter() - t
         t = time.perf_counter()
-        top = index.search_batch(np.asarray(queries, np.float32), 10, history)
+        top = index.search_batch(queries, 10, history)
         search = time.perf_counter() - t
         hit = top == target[:, None]
         rank = np.where(hit.any(1), hit.argmax(1), -1)
-        ndcg = np.where(rank >= 0, 1.0 / np.log2(rank + 2.0), 0.0)
-        sub = rows[:1000]
-        exact = ItemIndex(np.asarray(items, np.float32), exact_below=10**12).search_batch(
-            np.asarray(queries, np.float32)[sub], 10, history[sub]
-        )
-        recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(top[sub], exact, strict=True)])
-        res[name] = {"hr@10": float(hit.any(1).mean()), "ndcg@10": float(ndcg.mean()), "ann_recall@10": float(recall),
+        ndcg = np.where(rank >= 0, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+        checks[name] = (items, queries[:1000], top[:1000])
+        res[name] = {"hr@10": float(hit.any(1).mean()), "ndcg@10": float(ndcg.mean()),
                      "index_build_seconds": build, "search_seconds": search}  # fmt: skip
     pop_top = np.argsort(-np.asarray(history.sum(0)).ravel())[:10]  # reference: the 10 most popular of the sample
     res["popularity_hr@10_sample"] = float(np.isin(target, pop_top).mean())
     return res
+
+
+def ann_recall(checks: dict[str, Any], history: Any) -> dict[str, float]:
+    """Recall@10 of the HNSW top-10 against exact search, on 1,000 of the evaluated users."""
+    from metarec.serve.index import ItemIndex
+
+    out = {}
+    for name, (items, queries, top) in checks.items():
+        exact = ItemIndex(items, exact_below=10**12).search_batch(queries, 10, history[: len(queries)])
+        out[name] = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(top, exact, strict=True)]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -307,7 +325,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Scale benchmark: 10k / 100k / 1M users, 100k items, ~50 interactions per user", "",
         f"commit `{report['commit']}`, {report['machine']}; args {report['args']}", "",
-        "Times are wall seconds; memory is the stage's peak RSS (this process tree, plus every Ray process on Ray).",
+        "Times are wall seconds; memory is the stage's peak PSS (this process tree, plus every Ray process on Ray; "
+        "shared pages counted once), the data of all earlier stages included.",
         "The `encode` stage encodes the 100k item titles: the cache is cold at the first size only (items do not "
         "grow with users), so its exponent is not a cost of users.", "",
     ]  # fmt: skip
@@ -326,10 +345,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("| **all stages** | " + " | ".join(f"**{t:.0f} s / {p:.2f} GiB**" for t, p in zip(total, peak,
                      strict=True)) + " |")  # fmt: skip
         lines.append("| interactions | " + " | ".join(f"{r['data']['nnz']:,}" for r in rows) + " |")
+        lines.append("| memory before the stages | " + " | ".join(f"{r['baseline_gib']:.2f} GiB" for r in rows) + " |")
         if backend == "ray":
             lines.append("| Ray connect | " + " | ".join(f"{r['ray_connect_seconds']:.1f} s" for r in rows) + " |")
-        lines += ["", "Growth exponents (1.0 = linear in users):", "", "| stage | " + " | ".join(
-            next(iter(report["exponents"][backend].values()), {}).keys()) + " |", "|---|---|---|"]  # fmt: skip
+        pairs = list(next(iter(report["exponents"][backend].values()), {}))
+        lines += ["", "Growth exponents (1.0 = linear in users):", "", "| stage | " + " | ".join(pairs) + " |",
+                  "|---|" + "---|" * len(pairs)]  # fmt: skip
         for st, ex in report["exponents"][backend].items():
             lines.append(f"| {st} | " + " | ".join(f"{v:.2f}" for v in ex.values()) + " |")
         lines += ["", "Quality on 10k sampled users (held-out last item, HNSW top-10, seen items skipped):", "",

@@ -282,7 +282,7 @@ def test_parquet_folders_and_json_lines_read_like_csv(tmp_path):
         assert other.users["user_id"].tolist() == ["007", "8", "9"], path
         pd.testing.assert_frame_equal(other.interactions, csv.interactions)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="holds no files"):
+    with pytest.raises(DataError, match="holds no data files"):
         tabular.load(tmp_path / "empty")
     (tmp_path / "csvparts").mkdir()
     (tmp_path / "csvparts" / "a.csv").write_text("user_id,item_id\n1,a\n")

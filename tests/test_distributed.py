@@ -350,3 +350,16 @@ def test_serve_refuses_replicas_on_sqlite(artifact, tmp_path):
 
     res = CliRunner().invoke(app, ["serve", "--artifact", str(artifact), "--replicas", "2"])
     assert res.exit_code == 2 and "PostgreSQL" in res.output
+
+
+def test_replica_bounds_are_checked_before_ray_starts():
+    from metarec.distributed.serve import check_replicas
+    from metarec.errors import ConfigError
+
+    pg = "postgresql+psycopg://u:p@h/db"
+    check_replicas(pg, 2, None)
+    check_replicas(pg, 1, 4, 0)  # scale to zero is Ray Serve's to allow
+    for args, message in (((pg, 0, None), "--replicas must be >= 1"), ((pg, 1, 2, 3), "min-replicas <= --max"),
+                          ((pg, 1, 0, None), "--max-replicas must be >= 1")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            check_replicas(*args)

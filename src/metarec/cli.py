@@ -283,6 +283,39 @@ def embed(
         )
 
 
+def _train_ray(cfg: dict[str, Any], model: str, kind: str, fitted: Any, out: Path | None, board_dir: Path | None,
+               checkpoint_dir: Path | None, resume: bool, verbose: bool) -> tuple[Any, Any, Path]:  # fmt: skip
+    """Ray Train: the dataset is read inside the Ray session (Ray Data), the meta model trained by the
+    data-parallel workers; returns (the saved model loaded back, the dataset, the artefact folder)."""
+    from metarec.data.sources import load_dataset
+    from metarec.distributed import ray_session
+    from metarec.distributed.train import train_distributed
+    from metarec.models.io import load_model
+    from metarec.models.meta import MetaRecommender
+
+    if not isinstance(fitted, MetaRecommender):
+        raise MetarecError(f"Ray Train runs the meta models; {model!r} is a {kind!r} model")
+    if checkpoint_dir is not None or resume:
+        raise MetarecError("--checkpoint-dir / --resume are for training in one process; Ray Train checkpoints "
+                           "every epoch (under the artefact's parent, ray_train/) and restarts a failed worker "
+                           "group from the last one")  # fmt: skip
+    if verbose:  # the workers print each epoch; Ray forwards their output here
+        cfg = {**cfg, "models": {**cfg["models"], model: {**cfg["models"][model], "verbose": True}}}
+    if board_dir is not None:
+        from metarec.utils import require
+
+        require("tensorboard", "track")  # checked here: the workers write the curves
+    dest = Path(out or Path("models") / f"{cfg['name']}-{model}")
+    with ray_session(cfg["distributed"]) as session:
+        assert session is not None
+        ds = load_dataset(cfg["dataset"])
+        train_distributed(cfg, model, ds, session, dest, tensorboard=board_dir)
+    fitted, manifest = load_model(dest)
+    if not hasattr(fitted, "fit_info_"):
+        fitted.fit_info_ = manifest.get("metrics", {})
+    return fitted, ds, dest
+
+
 def _fit_local(fitted: Any, ds: Any, model: str, kind: str, checkpoint_dir: Path | None, resume: bool,
                callbacks: list[Any]) -> None:  # fmt: skip
     """A fit in this process; the neural (meta) models also take the checkpoint and TensorBoard callbacks."""
@@ -326,7 +359,7 @@ def train(
     from metarec.models import TEXT_MODELS, build_model
     from metarec.models.io import save_model
     from metarec.models.meta import MetaRecommender
-    from metarec.training import Callback, TensorBoard
+    from metarec.training import TensorBoard
 
     try:
         cfg = load_config(config, overrides)
@@ -338,35 +371,25 @@ def train(
         kind = params.pop("type", model)
         if kind in TEXT_MODELS:
             params["text"] = {**cfg["text"], **params.get("text", {})}
-        ds = load_dataset(cfg["dataset"])
-        with mlflow_run("train", cfg, track or bool(tracking_uri) or None, tracking_uri, f"train:{model}") as tracker:
+        with mlflow_run("train", cfg, True if tracking_uri else track, tracking_uri, f"train:{model}") as tracker:
             t0 = time.perf_counter()
             fitted = build_model(kind, params, seed=int(cfg["seed"]))
-            if verbose and "verbose" in fitted.get_params():
-                fitted.set_params(verbose=True)
             if board_dir is not None and not isinstance(fitted, MetaRecommender):
-                raise MetarecError(f"TensorBoard curves are per epoch of the neural (meta) models; {model!r} "
-                                   f"is a {kind!r} model, which has none: drop --tensorboard")  # fmt: skip
-            callbacks: list[Callback] = [] if board_dir is None else [TensorBoard(board_dir)]
+                if tensorboard is not None:
+                    raise MetarecError(f"TensorBoard curves are per epoch of the neural (meta) models; {model!r} "
+                                       f"is a {kind!r} model, which has none: drop --tensorboard")  # fmt: skip
+                board_dir = None  # [tracking] tensorboard of the file: it applies to its neural models
             if cfg["distributed"]["backend"] == "ray":  # Ray Train: data-parallel workers, same loop
-                if not isinstance(fitted, MetaRecommender):
-                    raise MetarecError(f"Ray Train runs the meta models; {model!r} is a {kind!r} model")
-                from metarec.distributed import ray_session
-                from metarec.distributed.train import train_distributed
-                from metarec.models.io import load_model
-
-                dest = out or Path("models") / f"{cfg['name']}-{model}"
-                with ray_session(cfg["distributed"]) as session:
-                    assert session is not None
-                    train_distributed(cfg, model, ds, session, Path(dest), tensorboard=board_dir)
-                fitted, manifest = load_model(dest)
-                if not hasattr(fitted, "fit_info_"):
-                    fitted.fit_info_ = manifest.get("metrics", {})
+                fitted, ds, dest = _train_ray(cfg, model, kind, fitted, out, board_dir, checkpoint_dir, resume,
+                                              verbose)  # fmt: skip
             else:
-                _fit_local(fitted, ds, model, kind, checkpoint_dir, resume, callbacks)
-            if verbose and cfg["distributed"]["backend"] != "ray":
-                fitted.set_params(verbose=False)  # the artefact's parameters say how it was configured
-            if cfg["distributed"]["backend"] != "ray":
+                ds = load_dataset(cfg["dataset"])
+                if verbose and "verbose" in fitted.get_params():
+                    fitted.set_params(verbose=True)
+                _fit_local(fitted, ds, model, kind, checkpoint_dir, resume,
+                           [] if board_dir is None else [TensorBoard(board_dir)])  # fmt: skip
+                if verbose and "verbose" in fitted.get_params():
+                    fitted.set_params(verbose=False)  # the artefact's parameters say how it was configured
                 dest = save_model(fitted, out or Path("models") / f"{cfg['name']}-{model}", ds, cfg)
             if tracker is not None:
                 info = fitted.fit_info_
@@ -413,7 +436,7 @@ def evaluate(
             for proto, params in cfg["protocols"].items():
                 if params.get("type", proto).startswith("cold"):  # the K-fold protocols
                     params["folds"] = chosen
-        with mlflow_run("evaluate", cfg, track or bool(tracking_uri) or None, tracking_uri) as tracker:
+        with mlflow_run("evaluate", cfg, True if tracking_uri else track, tracking_uri) as tracker:
             result = run_experiment(cfg, progress=not quiet, log=console.print if quiet else None)
             print_tables(result, console)
             out = write_run(result, runs_dir, config)
@@ -471,19 +494,21 @@ def tune(
             cfg["search"]["time_budget_s"] = _seconds(time_budget)
         protocol = cfg["search"]["protocol"] or next(iter(cfg["protocols"]))
         pparams = dict(cfg["protocols"][protocol])
-        folds = make_folds(load_dataset(cfg["dataset"]), pparams.pop("type", protocol), pparams, int(cfg["seed"]))
-        fold = next(iter(folds))
-        if fold.valid is None or not len(fold.valid):
-            raise MetarecError(f"protocol {protocol!r} has no validation users to score trials on; set its valid_ratio")
         dest = out or Path("runs") / f"{cfg['name']}-search"
-        dest.mkdir(parents=True, exist_ok=True)
         dcfg = {**cfg["distributed"], "backend": "ray"}
-        with mlflow_run("tune", cfg, track or bool(tracking_uri) or None, tracking_uri) as tracker:
-            with ray_session(dcfg) as session:
+        with mlflow_run("tune", cfg, True if tracking_uri else track, tracking_uri) as tracker:
+            with ray_session(dcfg) as session:  # first: inside it, Ray Data reads the tables
                 assert session is not None
+                ds = load_dataset(cfg["dataset"])
+                fold = next(iter(make_folds(ds, pparams.pop("type", protocol), pparams, int(cfg["seed"]))))
+                if fold.valid is None or not len(fold.valid):
+                    raise MetarecError(f"protocol {protocol!r} has no validation users to score trials on; "
+                                       "set its valid_ratio")  # fmt: skip
+                dest.mkdir(parents=True, exist_ok=True)
                 best, rows, seconds = search(cfg, fold, session, dest, tracker.run_id if tracker else None)
             chosen = write_search(config, cfg, best, rows, seconds, dest)
-            top = max(r.get("valid_ndcg@10", float("nan")) for r in rows)
+            scores = [float(r.get("valid_ndcg@10", "nan")) for r in rows]
+            top = max((v for v in scores if v == v), default=float("nan"))  # NaN: a failed trial
             console.print(f"{len(rows)} trials in {seconds:.0f}s; best meta-valid NDCG@10 {top:.4f} with {best}")
             console.print(f"chosen config: {chosen}")
             if tracker is not None:
@@ -590,7 +615,7 @@ def _serve_on_ray(artifact: Path, url: str, host: str, port: int, replicas: int,
     from metarec.serve.storage import display_url
 
     try:
-        ray_serve.check_replicas(url, replicas, max_replicas)
+        ray_serve.check_replicas(url, replicas, max_replicas, min_replicas)
         with ray_session({"backend": "ray", "address": address, "num_workers": max(replicas, max_replicas or 1)}):
             app = ray_serve.deployment(artifact, url, replicas, min_replicas, max_replicas, app_kwargs=app_kwargs)
             n = f"{min_replicas}-{max_replicas} replicas (autoscaling)" if max_replicas else f"{replicas} replicas"

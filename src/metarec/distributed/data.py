@@ -77,7 +77,7 @@ def read_table_ray(path: Path, sep: str | None = None, encoding: str = "utf-8") 
     import pyarrow as pa
     from pyarrow import csv
 
-    from metarec.data.sources.tabular import table_format
+    from metarec.data.sources.tabular import part_files, table_format
     from metarec.errors import DataError
 
     fmt = table_format(path)
@@ -86,17 +86,17 @@ def read_table_ray(path: Path, sep: str | None = None, encoding: str = "utf-8") 
     context.execution_options.preserve_order = True  # row order is time order when there is no timestamp
     try:
         if fmt == "parquet":
-            ds = ray.data.read_parquet(str(path))
+            ds = ray.data.read_parquet(str(path), file_extensions=["parquet", "pq"])
         elif fmt == "json":
-            ds = ray.data.read_json(str(path), file_extensions=["jsonl", "json", "ndjson"])
+            ds = ray.data.read_json(str(path), file_extensions=["jsonl", "json", "ndjson", "gz"])
         else:
-            first = path if path.is_file() else sorted(f for f in path.iterdir() if f.is_file())[0]
+            first = path if path.is_file() else part_files(path)[0]
             sep = sep or ("\t" if first.suffix in (".tsv", ".tab") else ",")
             header = pd.read_csv(first, sep=sep, nrows=0, encoding=encoding).columns
             ds = ray.data.read_csv(
                 str(path),
                 read_options=csv.ReadOptions(encoding=encoding),
-                parse_options=csv.ParseOptions(delimiter=sep),
+                parse_options=csv.ParseOptions(delimiter=sep, newlines_in_values=True),
                 convert_options=csv.ConvertOptions(
                     column_types={c: pa.string() for c in header}, strings_can_be_null=False
                 ),

@@ -8,11 +8,13 @@ Worker 0 reports each epoch's metrics and a checkpoint (the trained tensors) to 
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from metarec.distributed.settings import DistributedSettings as DistributedConfig
+from metarec.errors import MetarecError
 from metarec.utils import require
 
 
@@ -30,7 +32,7 @@ def _loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(config["threads"])
     ds = config["dataset"]
     model = build_model(config["kind"], config["params"], seed=config["seed"])
-    work = Path(tempfile.mkdtemp(prefix="metarec-train-"))
+    work = Path(tempfile.mkdtemp(prefix="metarec-train-"))  # this worker's checkpoint, removed at the end
     resume = ray.train.get_checkpoint()
     if resume is not None:  # a restarted group: every worker starts from the last reported weights
         with resume.as_directory() as d:
@@ -50,10 +52,13 @@ def _loop(config: dict[str, Any]) -> None:
     callbacks: list[Callback] = [Checkpoint(work, resume=resume is not None), Report()]
     if rank == 0 and config.get("tensorboard"):  # one writer: the workers hold the same weights and logs
         callbacks.append(TensorBoard(config["tensorboard"]))
-    model.fit(ds, valid=config.get("valid"), callbacks=callbacks, wrap_optimizer=all_reduce,
-              shard=(rank, world))  # type: ignore[call-arg]  # fmt: skip
-    if rank == 0:
-        save_model(model, config["out"], ds, config["cfg"])
+    try:
+        model.fit(ds, valid=config.get("valid"), callbacks=callbacks, wrap_optimizer=all_reduce,
+                  shard=(rank, world))  # type: ignore[call-arg]  # fmt: skip
+        if rank == 0:
+            save_model(model, config["out"], ds, config["cfg"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # Ray Train keeps its own copy of every reported checkpoint
 
 
 def train_distributed(cfg: dict[str, Any], model_name: str, ds: Any, dcfg: DistributedConfig, out: Path,
@@ -88,7 +93,13 @@ def train_distributed(cfg: dict[str, Any], model_name: str, ds: Any, dcfg: Distr
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
+    try:
+        result = trainer.fit()
+        error = result.error
+    except Exception as exc:  # Ray wraps the workers' error; the user needs its last line, not Ray's traceback
+        error = exc
+    if error is not None:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise MetarecError(f"Ray Train failed: {lines[-1] if lines else type(error).__name__} (Ray's log above "
+                           "has the workers' tracebacks)") from error  # fmt: skip
     return {"metrics": dict(result.metrics or {}), "checkpoint": result.checkpoint.path if result.checkpoint else None}

@@ -69,7 +69,7 @@ class MetaRecommender(Recommender):
         warmup_lr: float = 0.01,
         meta_batch: int = 32,
         tasks_per_epoch: int = 0,
-        valid_users: int = 2000,
+        valid_users: int = 0,
         epochs: int = 80,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -105,7 +105,7 @@ class MetaRecommender(Recommender):
         self.warmup_lr = warmup_lr
         self.meta_batch = meta_batch
         self.tasks_per_epoch = tasks_per_epoch  # > 0: an epoch samples this many user tasks (millions of users)
-        self.valid_users = valid_users  # cap on the users held out for early stopping when no valid set is given
+        self.valid_users = valid_users  # > 0: at most this many meta-valid users score early stopping
         self.epochs = epochs
         self.lr = lr
         self.weight_decay = weight_decay
@@ -152,9 +152,9 @@ class MetaRecommender(Recommender):
         if self.support_order and not self.set_encoder:
             raise ConfigError("support_order reads the support items as a sequence in the set encoder: "
                               "set set_encoder = true too")  # fmt: skip
-        if self.tasks_per_epoch < 0 or self.valid_users < 1:
-            raise ConfigError(f"tasks_per_epoch must be >= 0 (0 = every user each epoch) and valid_users >= 1, "
-                              f"got {self.tasks_per_epoch} and {self.valid_users}")  # fmt: skip
+        if self.tasks_per_epoch < 0 or self.valid_users < 0:
+            raise ConfigError(f"tasks_per_epoch and valid_users must be >= 0 (0 = every user), got "
+                              f"{self.tasks_per_epoch} and {self.valid_users}")  # fmt: skip
         if self.support_order and self.objective != "ranking":
             raise ConfigError("support_order is for the ranking objective (time order of implicit feedback)")
         self._user_tower()
@@ -559,11 +559,12 @@ class _MetaStep:
         if valid is not None and len(valid):
             vds = train.with_interactions(valid)
             vusers = np.unique(valid[USER].to_numpy())
-            if len(vusers) > self.m.valid_users:  # early stopping needs a sample, not a million dense rows
+            if 0 < self.m.valid_users < len(vusers):  # early stopping needs a sample, not a million dense rows
                 vusers = np.sort(np.random.default_rng(self.m.seed).choice(vusers, self.m.valid_users, replace=False))
             return time_rank_matrix(vds)[vusers], vusers, vds.matrix(binary=False) if self.ratings is not None else None
         rng = np.random.default_rng(self.m.seed)
-        held = rng.choice(self.users, max(1, min(len(self.users) // 10, self.m.valid_users)), replace=False)
+        n_held = len(self.users) // 10 if not self.m.valid_users else min(len(self.users) // 10, self.m.valid_users)
+        held = rng.choice(self.users, max(1, n_held), replace=False)
         self.users = np.setdiff1d(self.users, held)
         return self.ranks[held], held, train.matrix(binary=False) if self.ratings is not None else None
 

@@ -127,31 +127,41 @@ class ItemIndex:
         keep = np.array([i not in exclude for i in ids], dtype=bool)
         return ids[keep][:k].astype(np.int64), sims[keep][:k].astype(np.float32)
 
-    def search_batch(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
+    def search_batch(self, queries: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
+                     chunk: int = 1024) -> np.ndarray:  # fmt: skip
         """Top-k ids per query row (n x k, best first; -1 where fewer remain), skipping each row's
-        `exclude` items (a users x items CSR): one batched HNSW query (or one matrix product when exact)
-        for many users, as an offline evaluation asks."""
+        `exclude` items (a users x items CSR; any stored entry counts): one batched HNSW query (or matrix
+        products, `chunk` rows at a time, when exact) for many users, as an offline evaluation asks."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         n = len(q)
+        out = np.full((n, k), -1, np.int64)
+        if n == 0 or k <= 0 or self.size == 0:
+            return out
         if exclude is None:
             exclude = sp.csr_matrix((np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(n + 1, np.int32)),
                                     shape=(n, self.size))  # fmt: skip
+        kk = min(k, self.size)
         if self.hnsw is None:
-            scores = q @ self.vectors.T
-            scores[exclude.nonzero()] = -np.inf
-            kk = min(k, self.size)
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1, kind="stable"), 1)
-            top[~np.isfinite(np.take_along_axis(scores, top, 1))] = -1
-            return top
-        fetch = min(self.size, k + int(np.diff(exclude.indptr).max(initial=0)))
-        self.hnsw.set_ef(max(self.ef, fetch))
-        ids, _ = self.hnsw.knn_query(q, k=fetch)
-        ids = ids.astype(np.int64)
-        rows = np.repeat(np.arange(n), np.diff(exclude.indptr))
-        seen = np.isin(np.arange(n)[:, None] * self.size + ids, rows * self.size + exclude.indices)
-        # keep the first k unseen of each row, in the index's order
-        order = np.argsort(seen, axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(ids, order, 1)
-        top[np.take_along_axis(seen, order, 1)] = -1
-        return top
+            for s in range(0, n, chunk):
+                scores = q[s : s + chunk] @ self.vectors.T
+                ex = exclude[s : s + chunk]
+                scores[np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr)), ex.indices] = -np.inf
+                top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+                top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1, kind="stable"), 1)
+                top[~np.isfinite(np.take_along_axis(scores, top, 1))] = -1
+                out[s : s + chunk, :kk] = top
+            return out
+        # over-fetch by the heaviest history of each chunk, so one heavy user does not slow every query
+        for s in range(0, n, chunk):
+            ex = exclude[s : s + chunk]
+            m = ex.shape[0]
+            fetch = min(self.size, kk + int(np.diff(ex.indptr).max(initial=0)))
+            self.hnsw.set_ef(max(self.ef, fetch))
+            ids = self.hnsw.knn_query(q[s : s + chunk], k=fetch)[0].astype(np.int64)
+            rows = np.repeat(np.arange(m), np.diff(ex.indptr))
+            seen = np.isin(np.arange(m)[:, None] * self.size + ids, rows * self.size + ex.indices)
+            order = np.argsort(seen, axis=1, kind="stable")[:, :kk]  # the first kk unseen, in the index's order
+            top = np.take_along_axis(ids, order, 1)
+            top[np.take_along_axis(seen, order, 1)] = -1
+            out[s : s + chunk, :kk] = top
+        return out

@@ -115,17 +115,17 @@ class Checkpoint(Callback):
 
 
 class TensorBoard(Callback):
-    """Each epoch's logs (loss, meta-valid NDCG@10, seconds) as TensorBoard scalars, written while training
+    """Each epoch's logs (loss, meta-valid NDCG@10) as TensorBoard scalars, written while training
     runs, so `tensorboard --logdir DIR` shows the curves live. Needs the `track` extra (tensorboard)."""
 
     def __init__(self, log_dir: str | Path) -> None:
+        from metarec.utils import require
+
+        require("tensorboard", "track")  # at configuration time, not after the data has loaded
         self.log_dir = Path(log_dir)
         self._writer: Any = None
 
     def on_train_begin(self, trainer: Trainer, step: TrainStep, result: TrainResult) -> None:
-        from metarec.utils import require
-
-        require("tensorboard", "track")
         from torch.utils.tensorboard import SummaryWriter
 
         self._writer = SummaryWriter(str(self.log_dir))

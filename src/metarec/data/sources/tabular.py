@@ -25,13 +25,19 @@ remote: Callable[[Path, str | None, str], pd.DataFrame] | None = None
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
+def part_files(folder: Path) -> list[Path]:
+    """The data files of a folder of parts, in name order (hidden and `_` files such as `_SUCCESS` or `.crc`
+    checksums left out, as Spark and Ray write them)."""
+    inside = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
+    if not inside:
+        raise DataError(f"{folder}: the folder holds no data files")
+    return inside
+
+
 def table_format(path: Path) -> str:
     """'parquet', 'json' (JSON lines) or 'csv', from the suffix; a folder by the files inside it."""
     if path.is_dir():
-        inside = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
-        if not inside:
-            raise DataError(f"{path}: the folder holds no files")
-        path = inside[0]
+        path = part_files(path)[0]
     if path.suffix in (".parquet", ".pq"):
         return "parquet"
     return "json" if path.suffix in JSON_SUFFIXES else "csv"
@@ -51,9 +57,9 @@ def read_table(path: str | Path, sep: str | None = None, encoding: str = "utf-8"
         if fmt == "parquet":
             return pd.read_parquet(path)
         if fmt == "json":
-            parts = sorted(path.glob("*")) if path.is_dir() else [path]
-            return pd.concat([pd.read_json(f, lines=True, dtype=False, encoding=encoding) for f in parts
-                              if f.is_file() and not f.name.startswith((".", "_"))], ignore_index=True)  # fmt: skip
+            parts = part_files(path) if path.is_dir() else [path]
+            return pd.concat([pd.read_json(f, lines=True, dtype=False, convert_dates=False, encoding=encoding)
+                              for f in parts], ignore_index=True)  # fmt: skip
         if path.is_dir():
             raise DataError(f"{path}: a folder of CSV parts is read by Ray Data only ([distributed] backend = "
                             "'ray'); concatenate the parts or write them as Parquet")  # fmt: skip
@@ -96,10 +102,11 @@ def _numbers(df: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def _empty(ids: pd.Series) -> np.ndarray:
     """Missing or blank ids, without turning a numeric column of millions of rows into strings."""
-    if pd.api.types.is_numeric_dtype(ids):
-        return ids.isna().to_numpy()
-    return (ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy() if ids.dtype == object else (
-        ids.isna() | (ids.str.strip() == "")).to_numpy(bool)  # fmt: skip
+    if ids.dtype == object:
+        return (ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy(bool)
+    if pd.api.types.is_string_dtype(ids):
+        return (ids.isna() | (ids.str.strip() == "")).to_numpy(bool)
+    return ids.isna().to_numpy(bool)  # numbers, categories, dates: only missing values are empty
 
 
 def _rename(df: pd.DataFrame, mapping: dict[str, str], required: list[str], path: str) -> pd.DataFrame:
