@@ -42,6 +42,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench_text_tuning.py
 	$(BIN)/python benchmarks/bench_kg.py
 	$(BIN)/python benchmarks/bench_ray.py
+	$(BIN)/python benchmarks/bench_ray_train.py
+	$(BIN)/python benchmarks/bench_scale.py
+	@if [ -n "$$METAREC_TEST_PG_URL" ]; then $(BIN)/python benchmarks/bench_serve_ray.py; \
+	else echo "bench_serve_ray.py skipped: set METAREC_TEST_PG_URL to a PostgreSQL database (see .ci/run)"; fi
 
 # ruff (incl. mccabe complexity, C90) and mypy; settings live in pyproject.toml
 lint: setup

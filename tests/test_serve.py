@@ -611,3 +611,76 @@ def test_a_sequence_aware_model_explains_with_what_it_attended_to(synth, tmp_pat
         recs = c.get("/users/carol/recommendations?k=5&explain=true", headers=AUTH).json()
         cited = {x for r in recs for x in r["because_you_liked"]}
         assert cited and cited <= {service.titles[i] for i in attended[:3]}  # titles of the 3 most attended
+
+
+def _rows_mentioning(client, needles: list[str]) -> list[tuple[str, str]]:
+    """(table, cell) of every cell in every table of the service database that contains a needle."""
+    from sqlalchemy import inspect
+
+    engine = client.app.state.service.store.engine
+    found = []
+    with engine.connect() as c:
+        for table in inspect(engine).get_table_names():
+            for row in c.execute(text(f"SELECT * FROM {table}")):
+                found += [(table, str(v)) for v in row if any(n in str(v) for n in needles)]
+    return found
+
+
+def test_delete_user_leaves_no_row_that_mentions_them(client):
+    """DELETE /users/{id}: events, profile and user row go in one transaction; the log keeps only when and a
+    keyed hash; the user is unknown afterwards and a new user with that id starts empty."""
+    from metarec.data.pseudonym import keyed_hash
+
+    for uid, profile in (("zoe-7f3", "I live in Paris and love ghost stories"), ("keep-me", "")):
+        assert client.post("/users", json={"id": uid, "profile_text": profile}, headers=AUTH).status_code == 201
+        events = {"events": [{"item": f"i{i}", "kind": "like"} for i in range(5)]}
+        assert client.post(f"/users/{uid}/interactions", json=events, headers=AUTH).status_code == 201
+    assert client.get("/users/zoe-7f3/recommendations", headers=AUTH).status_code == 200  # a cached state
+    uid_row = client.app.state.service.user_index["zoe-7f3"]
+    assert client.delete("/users/zoe-7f3").status_code == 401
+    r = client.delete("/users/zoe-7f3", headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"deleted": "zoe-7f3", "events": 5}
+    assert _rows_mentioning(client, ["zoe-7f3", "Paris"]) == []
+    with client.app.state.service.store.engine.connect() as c:
+        assert c.execute(text("SELECT COUNT(*) FROM interactions WHERE user_id = :u"), {"u": uid_row}).scalar() == 0
+        subjects = [row[0] for row in c.execute(text("SELECT subject FROM deletions"))]
+    key = client.app.state.service.store.deletion_key()
+    assert subjects == keyed_hash(key, ["zoe-7f3"])
+    for method, path in (("get", "/users/zoe-7f3"), ("get", "/users/zoe-7f3/recommendations"),
+                         ("delete", "/users/zoe-7f3")):  # fmt: skip
+        assert client.request(method, path, headers=AUTH).status_code == 404
+    assert len(client.get("/users/keep-me", headers=AUTH).json()["history"]) == 5  # nobody else touched
+    assert client.post("/users", json={"id": "zoe-7f3"}, headers=AUTH).status_code == 201
+    assert client.get("/users/zoe-7f3", headers=AUTH).json() == {"id": "zoe-7f3", "profile_text": "", "history": []}
+
+
+def test_a_deleted_training_user_loses_their_training_history(client, artifact, db_url):
+    service = client.app.state.service
+    assert "u3" in service.train_users
+    client.post("/users", json={"id": "u3"}, headers=AUTH)
+    assert service._state("u3")[0].payload["seen"]  # served from their training history
+    assert client.delete("/users/u3", headers=AUTH).json()["events"] == 0
+    client.post("/users", json={"id": "u3"}, headers=AUTH)
+    assert not service._state("u3")[0].payload["seen"]
+    fresh = create_app(artifact, db_url, token=TOKEN)  # a restarted (or another) replica reads the log
+    assert "u3" not in fresh.state.service.train_users and "u4" in fresh.state.service.train_users
+
+
+def test_train_forget_from_leaves_deleted_users_out_of_the_next_artefact(client, db_url, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from metarec.cli import app
+
+    client.post("/users", json={"id": "u5"}, headers=AUTH)
+    assert client.delete("/users/u5", headers=AUTH).status_code == 200
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "f"\nseed = 0\n[dataset]\nsource = "synthetic"\nn_users = 300\nn_items = 200\n'
+                   '[protocols.cold-user]\n[models.popularity]\n')  # fmt: skip
+    res = CliRunner().invoke(app, ["train", "-c", str(cfg), "--model", "popularity", "--out", str(tmp_path / "m"),
+                                   "--forget-from", db_url])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "left out 1 user(s)" in res.output
+    users = json.loads((tmp_path / "m" / "ids.json").read_text())["user_ids"]
+    assert "u5" not in users and "u6" in users and len(users) == 299

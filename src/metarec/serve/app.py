@@ -235,6 +235,13 @@ def create_user(service: Service, body: UserIn) -> dict:
     return {"id": body.id}
 
 
+@users.delete("/users/{user_id}", dependencies=WRITE, responses=_errors(401, 404))
+def delete_user(service: Service, user_id: UserId) -> dict:
+    """Forget a user on request: events, profile and adapted state go in one transaction; the deletion log
+    records when (and a keyed hash of the id, so `metarec train --forget-from` leaves them out next time)."""
+    return {"deleted": user_id, "events": service.delete_user(user_id)}
+
+
 Limit = Annotated[int, Query(ge=1, le=1000, description="interactions per page, oldest first")]
 Offset = Annotated[int, Query(ge=0, description="interactions to skip")]
 

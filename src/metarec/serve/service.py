@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from metarec.data.pseudonym import keyed_hash
 from metarec.errors import MetarecError
 from metarec.models.base import Servable, UserState
 from metarec.models.io import load_model
 from metarec.serve.index import ItemIndex, RowBuffer
-from metarec.serve.storage import Interaction, Item, ServiceMeta, Store, User, display_url
+from metarec.serve.storage import Deletion, Interaction, Item, ServiceMeta, Store, User, display_url
 
 log = logging.getLogger(__name__)
 POSITIVE = {"click", "like"}
@@ -105,6 +106,8 @@ class RecommenderService:
         self.max_cached_users = max_cached_users
         self.user_index: dict[str, int] = {}  # external -> database id (ids never change once created)
         self.profiles: dict[str, np.ndarray] = {}  # profile text -> its vector
+        self._deletions_seen = 0  # id of the last deletion-log row applied to `train_users`
+        self._forget_deleted()
         self._load_added_items()  # and warms them up from their first users (reads user states)
 
     def _explainer(self, llm: str, threads: int) -> Any:
@@ -383,10 +386,48 @@ class RecommenderService:
         return self.profiles[profile]
 
     def sync(self) -> None:
-        """With `shared`, index the items other replicas added since (one indexed query when none)."""
+        """With `shared`, index the items other replicas added since and forget the users they deleted
+        (two indexed queries when nothing changed)."""
         if self.shared:
             with self._sync_lock:
                 self._load_added_items()
+                self._forget_deleted()
+
+    def _forget_deleted(self) -> None:
+        """Training users deleted on request lose their training history here (the artefact still holds
+        it until the next `metarec train --forget-from`): a new user with the same id starts from nothing."""
+        with self.store.session_scope() as s:
+            rows = s.execute(select(Deletion.id, Deletion.subject).where(Deletion.id > self._deletions_seen)).all()
+        if not rows:
+            return
+        subjects = {r.subject for r in rows}
+        names = list(self.train_users)
+        gone = [u for u, h in zip(names, keyed_hash(self.store.deletion_key(), names), strict=True) if h in subjects]
+        with self.lock:
+            for u in gone:
+                self.train_users.pop(u, None)
+            self._deletions_seen = max(self._deletions_seen, max(r.id for r in rows))
+
+    def delete_user(self, external: str) -> int:
+        """Delete a user on request: their events, profile and row in one transaction, their adapted state
+        from memory, their training history from use; the log keeps when, and a keyed hash of the id.
+        Returns how many events were deleted."""
+        key = self.store.deletion_key()
+        subject = keyed_hash(key, [external])[0]
+        self.sync()
+        with self.store.write_lock, self.store.session_scope() as s:
+            user = self._user(s, external, for_update=True)
+            uid = user.id
+            events = s.scalar(select(func.count()).select_from(Interaction).where(Interaction.user_id == uid)) or 0
+            s.execute(delete(Interaction).where(Interaction.user_id == uid))
+            s.execute(delete(User).where(User.id == uid))
+            if s.scalar(select(Deletion.id).where(Deletion.subject == subject)) is None:
+                s.add(Deletion(subject=subject))
+        with self.lock:
+            self.states.pop(uid, None)
+            self.user_index.pop(external, None)
+            self.train_users.pop(external, None)
+        return int(events)
 
     def _state(self, external: str) -> tuple[UserState, np.ndarray]:
         """A user's adapted state: from memory when nothing changed since, else from the database

@@ -6,6 +6,7 @@ schema is created and upgraded by Alembic migrations (serve/migrations), never b
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -24,6 +25,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -64,6 +66,16 @@ class Interaction(Base):
     rating: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     __table_args__ = (Index("ix_interactions_user", "user_id"),)
+
+
+class Deletion(Base):
+    """A user deleted on request: when, and a keyed hash of their id (`forget.subject`) so a later training
+    run can leave them out; never the id, a profile or an event."""
+
+    __tablename__ = "deletions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(64), unique=True)
+    deleted_at: Mapped[datetime] = mapped_column(default=_now)
 
 
 class ServiceMeta(Base):
@@ -123,6 +135,21 @@ class Store:
         # queueing writers on a lock in-process is far fairer. PostgreSQL needs no such thing.
         self.write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
 
+    def deletion_key(self) -> str:
+        """The secret the deletion log hashes user ids with: made once per database, on first use, and kept
+        in it (a training run reading the log needs it; whoever can read the database can read it)."""
+        with self.session_scope() as s:
+            row = s.get(ServiceMeta, "deletion_key")
+            if row is not None:
+                return row.value
+        try:
+            with self.session_scope() as s:
+                s.add(ServiceMeta(key="deletion_key", value=secrets.token_hex(32)))
+        except IntegrityError:  # another replica made it first: use theirs
+            pass
+        with self.session_scope() as s:
+            return s.get(ServiceMeta, "deletion_key").value  # type: ignore[union-attr]
+
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
         """One transaction: commit on success, roll back everything on any error."""
@@ -135,3 +162,17 @@ class Store:
             raise
         finally:
             session.close()
+
+
+def deleted_subjects(url: str) -> tuple[str, set[str]]:
+    """(key, keyed hashes) of the users deleted on request in a service database, for `metarec train
+    --forget-from` to leave them out of the next artefact."""
+    from sqlalchemy import select
+
+    store = Store(url)
+    try:
+        key = store.deletion_key()
+        with store.session_scope() as s:
+            return key, set(s.scalars(select(Deletion.subject)).all())
+    finally:
+        store.engine.dispose()
