@@ -2,7 +2,7 @@
 
 The service (a MAML artefact trained on all ml-100k users) runs as a Ray Serve deployment with 2 replicas
 over one PostgreSQL database, on a private 2-CPU Ray cluster. For 60 s, 4 client threads ask for
-recommendations of known users and post likes (1 in 5 requests). At 20 s one replica's process is killed
+recommendations of 300 users (created first; the model was trained on them) and post likes (1 in 5). At 20 s one replica's process is killed
 (SIGKILL); Ray Serve's controller starts a replacement. Reported: requests, failed requests (a non-2xx
 answer or a connection error) before / during / after the kill, latency percentiles, and the seconds until
 2 replicas are RUNNING again. Writes benchmarks/results/serve_ray.{json,md}.
@@ -74,6 +74,12 @@ def main() -> None:
         serve.run(ray_serve.deployment(tmp / "model", url, replicas=2, app_kwargs={"token": "t0ken"}),
                   name="metarec", route_prefix="/")  # fmt: skip
         base = f"http://127.0.0.1:{port}"
+        users = users[:300]  # known to the model; the service knows a user once created
+        with httpx.Client(base_url=base, timeout=60) as c:
+            for user in users:
+                r = c.post("/users", json={"id": user}, headers=auth)
+                if r.status_code != 201:
+                    raise SystemExit(f"creating user {user} answered {r.status_code}: {r.text}")
         t0 = time.perf_counter()
         stop = threading.Event()
 
