@@ -2,10 +2,10 @@
 
 The service (a MAML artefact trained on all ml-100k users) runs as a Ray Serve deployment with 2 replicas
 over one PostgreSQL database, on a private 2-CPU Ray cluster. For 60 s, 4 client threads ask for
-recommendations of 300 users (created first; the model was trained on them) and post likes (1 in 5). At 20 s one replica's process is killed
-(SIGKILL); Ray Serve's controller starts a replacement. Reported: requests, failed requests (a non-2xx
-answer or a connection error) before / during / after the kill, latency percentiles, and the seconds until
-2 replicas are RUNNING again. Writes benchmarks/results/serve_ray.{json,md}.
+recommendations of 300 users (created first; the model was trained on them) and post likes (1 in 5). At
+20 s one replica's process is killed (SIGKILL); Ray Serve's controller starts a replacement. Reported:
+requests, failed requests (a non-2xx answer or a connection error) before / during / after the kill, latency
+percentiles, and the seconds until 2 replicas are RUNNING again. Writes benchmarks/results/serve_ray.{json,md}.
 
 Needs PostgreSQL: METAREC_TEST_PG_URL (as in the tests), e.g.
     METAREC_TEST_PG_URL=postgresql+psycopg://metarec:metarec@127.0.0.1:5432/metarec_test \\
