@@ -684,3 +684,20 @@ def test_train_forget_from_leaves_deleted_users_out_of_the_next_artefact(client,
     assert "left out 1 user(s)" in res.output
     users = json.loads((tmp_path / "m" / "ids.json").read_text())["user_ids"]
     assert "u5" not in users and "u6" in users and len(users) == 299
+
+
+def test_a_state_adapted_before_a_deletion_is_never_cached_after_it(client):
+    """A reader that adapted a user just before their deletion finishes after it: its state must not be
+    cached (a new user with the same id would be served the deleted user's history)."""
+    service = client.app.state.service
+    client.post("/users", json={"id": "racer"}, headers=AUTH)
+    events = {"events": [{"item": f"i{i}", "kind": "like"} for i in range(4)]}
+    client.post("/users/racer/interactions", json=events, headers=AUTH)
+    uid = service.user_index["racer"]
+    stale = service.states[uid]
+    assert client.delete("/users/racer", headers=AUTH).status_code == 200
+    assert service._remember("racer", uid, stale) is stale  # the late reader still answers its own request
+    assert uid not in service.states and "racer" not in service.user_index
+    client.post("/users", json={"id": "racer"}, headers=AUTH)
+    assert client.get("/users/racer", headers=AUTH).json()["history"] == []
+    assert not service._state("racer")[0].payload["seen"]

@@ -107,6 +107,9 @@ class RecommenderService:
         self.user_index: dict[str, int] = {}  # external -> database id (ids never change once created)
         self.profiles: dict[str, np.ndarray] = {}  # profile text -> its vector
         self._deletions_seen = 0  # id of the last deletion-log row applied to `train_users`
+        #: database ids of users deleted while this process runs: a reader that adapted one of them just before
+        #: the deletion must not cache that state afterwards (SQLite may even give the id to a new user)
+        self._gone: set[int] = set()
         self._forget_deleted()
         self._load_added_items()  # and warms them up from their first users (reads user states)
 
@@ -424,6 +427,7 @@ class RecommenderService:
             if s.scalar(select(Deletion.id).where(Deletion.subject == subject)) is None:
                 s.add(Deletion(subject=subject))
         with self.lock:
+            self._gone.add(uid)
             self.states.pop(uid, None)
             self.user_index.pop(external, None)
             self.train_users.pop(external, None)
@@ -454,6 +458,8 @@ class RecommenderService:
         """Cache a user's state unless a newer one (adapted on later interactions) is there already:
         writers and readers finish in any order, the cache only moves forward."""
         with self.lock:
+            if uid in self._gone:  # adapted before a deletion finished: served once, never cached
+                return entry
             current = self.states.get(uid)
             if current is None or current[0].payload["version"] <= entry[0].payload["version"]:
                 self.states[uid] = entry
