@@ -37,11 +37,7 @@ def without_users(ds: Dataset, subjects: set[str], key: str | bytes) -> tuple[Da
     gone = pd.Series(keyed_hash(key, ds.users["user_id"].astype(str))).isin(subjects).to_numpy()
     if not gone.any():
         return ds, 0
-    inter = ds.interactions[~gone[ds.interactions[USER].to_numpy()]]
-    frame = inter.drop(columns=[USER, "item"]).assign(
-        user_id=ds.users["user_id"].to_numpy()[inter[USER].to_numpy()],
-        item_id=ds.items["item_id"].to_numpy()[inter["item"].to_numpy()],
-    )
+    frame = ds.external_interactions()[~gone[ds.interactions[USER].to_numpy()]]
     users = ds.users[~gone]
     users = users[users["user_id"].isin(set(frame["user_id"]))]
     return Dataset.from_frames(ds.name, frame, ds.items, users, ds.kg), int(gone.sum())
@@ -60,13 +56,8 @@ def pseudonymise(ds: Dataset, key: str, time_unit: str = "day", keep_user_fields
         fields = [c for c in ds.users.columns if c != "user_id"]
         raise ConfigError(f"--keep-user-field {unknown[0]!r} is not a user field; the users table has {fields}")
     pseudo = pd.Series(keyed_hash(key, ds.users["user_id"].astype(str)))
-    inter = ds.interactions
-    out = pd.DataFrame({"user_id": pseudo.to_numpy()[inter[USER].to_numpy()],
-                        "item_id": ds.items["item_id"].to_numpy()[inter["item"].to_numpy()]})  # fmt: skip
-    for col in inter.columns:
-        if col in (USER, "item"):
-            continue
-        out[col] = inter[col].to_numpy()
+    out = ds.external_interactions()
+    out["user_id"] = pseudo.to_numpy()[ds.interactions[USER].to_numpy()]
     if TIME in out.columns:
         unit = TIME_UNITS[time_unit]
         out[TIME] = (out[TIME] // unit) * unit

@@ -185,6 +185,17 @@ class Dataset:
             m.data[:] = 1.0
         return m if users is None else m[users]
 
+    def external_interactions(self) -> pd.DataFrame:
+        """The interactions keyed by external ids (`user_id`, `item_id`) with every other column: the shape
+        `from_frames` reads, for writing a dataset out or rebuilding it without some users."""
+        inter = self.interactions
+        out = pd.DataFrame({"user_id": self.users["user_id"].to_numpy()[inter[USER].to_numpy()],
+                            "item_id": self.items["item_id"].to_numpy()[inter[ITEM].to_numpy()]})  # fmt: skip
+        for col in inter.columns:
+            if col not in (USER, ITEM):
+                out[col] = inter[col].to_numpy()
+        return out
+
     def user_ids(self, dense: Iterable[int]) -> list[str]:
         return self.users["user_id"].to_numpy()[np.asarray(list(dense), dtype=np.int64)].tolist()
 

@@ -421,8 +421,7 @@ class RecommenderService:
         with self.store.write_lock, self.store.session_scope() as s:
             user = self._user(s, external, for_update=True)
             uid = user.id
-            events = s.scalar(select(func.count()).select_from(Interaction).where(Interaction.user_id == uid)) or 0
-            s.execute(delete(Interaction).where(Interaction.user_id == uid))
+            events = s.execute(delete(Interaction).where(Interaction.user_id == uid)).rowcount  # type: ignore[attr-defined]
             s.execute(delete(User).where(User.id == uid))
             if s.scalar(select(Deletion.id).where(Deletion.subject == subject)) is None:
                 s.add(Deletion(subject=subject))

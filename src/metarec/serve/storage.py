@@ -69,8 +69,8 @@ class Interaction(Base):
 
 
 class Deletion(Base):
-    """A user deleted on request: when, and a keyed hash of their id (`forget.subject`) so a later training
-    run can leave them out; never the id, a profile or an event."""
+    """A user deleted on request: when, and a keyed hash of their id (`data.pseudonym.keyed_hash` under
+    `Store.deletion_key`) so a later training run can leave them out; never the id, a profile or an event."""
 
     __tablename__ = "deletions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -134,21 +134,22 @@ class Store:
         # SQLite has one writer at a time and its busy handler backs off in sleeps of up to 100 ms;
         # queueing writers on a lock in-process is far fairer. PostgreSQL needs no such thing.
         self.write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
+        self._deletion_key: str | None = None
 
     def deletion_key(self) -> str:
         """The secret the deletion log hashes user ids with: made once per database, on first use, and kept
-        in it (a training run reading the log needs it; whoever can read the database can read it)."""
-        with self.session_scope() as s:
-            row = s.get(ServiceMeta, "deletion_key")
-            if row is not None:
-                return row.value
-        try:
+        in it (a training run reading the log needs it; whoever can read the database can read it). It never
+        changes once made, so it is read once per process."""
+        if self._deletion_key is None:
+            try:
+                with self.session_scope() as s:
+                    if s.get(ServiceMeta, "deletion_key") is None:
+                        s.add(ServiceMeta(key="deletion_key", value=secrets.token_hex(32)))
+            except IntegrityError:  # another replica made it at the same moment: use theirs
+                pass
             with self.session_scope() as s:
-                s.add(ServiceMeta(key="deletion_key", value=secrets.token_hex(32)))
-        except IntegrityError:  # another replica made it first: use theirs
-            pass
-        with self.session_scope() as s:
-            return s.get(ServiceMeta, "deletion_key").value  # type: ignore[union-attr]
+                self._deletion_key = s.get(ServiceMeta, "deletion_key").value  # type: ignore[union-attr]
+        return self._deletion_key
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
