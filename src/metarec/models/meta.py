@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from torch.func import grad_and_value, vmap
 
 from metarec import metrics as M
 from metarec.data.schema import ITEM, USER, Dataset
@@ -82,6 +83,7 @@ class MetaRecommender(Recommender):
         text: dict[str, Any] | None = None,
         valid_k: tuple[int, ...] = (1, 5, 20),
         patience: int = 10,
+        dp: dict[str, Any] | None = None,
         threads: int | None = None,
         verbose: bool = False,
         seed: int = 0,
@@ -118,6 +120,7 @@ class MetaRecommender(Recommender):
         self.text = text  # default encoder of the text sources (the run's [text] table)
         self.valid_k = valid_k
         self.patience = patience
+        self.dp = dp  # user-level DP-SGD, e.g. {epsilon = 8} (`privacy/dp.py`); None = not private
         self.threads = threads
         self.verbose = verbose
         self._validate()
@@ -158,6 +161,30 @@ class MetaRecommender(Recommender):
         if self.support_order and self.objective != "ranking":
             raise ConfigError("support_order is for the ranking objective (time order of implicit feedback)")
         self._user_tower()
+        if self.dp is not None:
+            self._dp_config()
+
+    def _dp_config(self) -> Any:
+        from pydantic import ValidationError
+
+        from metarec.privacy.dp import DPConfig
+
+        try:
+            cfg = DPConfig(**self.dp) if isinstance(self.dp, dict) else DPConfig.model_validate(self.dp)
+        except ValidationError as exc:
+            raise ConfigError(f"dp: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']} (keys: epsilon, delta, "
+                              "max_grad_norm, max_noise_multiplier)") from None  # fmt: skip
+        reasons = []
+        if not build_algorithm(self.algorithm).episodic:
+            reasons.append(f"algorithm {self.algorithm!r} learns a vector per training user (it would publish them): "
+                           "use maml, fomaml, metasgd or reptile")  # fmt: skip
+        if self.negatives:
+            reasons.append("negatives > 0 picks the columns from the batch's own items: set negatives = 0")
+        if self.item_warmup:
+            reasons.append("item_warmup trains a second phase on every user without noise: set item_warmup = 0")
+        if reasons:
+            raise ConfigError("dp (user-level DP-SGD) cannot run with " + "; ".join(reasons))
+        return cfg
 
     def _item_tower(self) -> Tower:
         spec = DEFAULT_ITEM_FEATURES if self.item_features is None else self.item_features
@@ -213,6 +240,8 @@ class MetaRecommender(Recommender):
             else train
         )
         counts = np.asarray(base.matrix().sum(axis=0)).ravel()
+        if self.dp is not None:  # which items were used, and how often, is the users' data: start flat
+            counts = np.ones(train.n_items)
         self.warm_ = torch.from_numpy(((counts > 0) & self.items_.learned_table).astype(np.float32))
         theta = self._init_theta(base, counts)
         self.lrs_ = {k: torch.full(theta["user_init"].shape if k == "u" else theta[k].shape, float(self.inner_lr),
@@ -221,6 +250,16 @@ class MetaRecommender(Recommender):
         self.extra_ = {k: v.requires_grad_() for k, v in self.algorithm_.init_extra(train.n_users, self.dim).items()}
         self.theta_ = {k: v.requires_grad_() for k, v in theta.items()}
         step: Any = _MetaStep(self, base, valid)
+        wrap = self._wrap_optimizer
+        plan = None
+        if self.dp is not None:
+            from metarec.privacy.dp import PrivacyPlan, PrivateStep
+
+            if self._shard is not None or wrap is not None:
+                raise ConfigError("dp training runs in one process: drop [distributed] backend = 'ray' for it")
+            plan = PrivacyPlan(self._dp_config(), len(step.sampler.users), self.meta_batch, self.epochs,
+                               self.tasks_per_epoch)  # fmt: skip
+            step, wrap = PrivateStep(step, plan), plan.wrap_optimizer(self.meta_batch, self.seed)
         if self._shard is not None:
             from metarec.training.sharding import ShardedStep
 
@@ -230,7 +269,7 @@ class MetaRecommender(Recommender):
         early = EarlyStopping(lambda: self._valid_score(*step.valid), self.patience, monitor="valid_ndcg@10",
                               selects=lambda name: not name.startswith("extra."))  # fmt: skip
         callbacks = [early, *self._callbacks, History(self.verbose)]
-        trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks, wrap_optimizer=self._wrap_optimizer)
+        trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks, wrap_optimizer=wrap)
         result = trainer.fit(step)
         if self.item_warmup:
             self._train_warmup(train, launch, revealed)
@@ -244,6 +283,8 @@ class MetaRecommender(Recommender):
             "train_seconds": time.perf_counter() - t0,
             "history": result.history,
         }
+        if plan is not None:  # the accountant's epsilon over every step run (the best epoch's weights spent less)
+            self.fit_info_["privacy"] = plan.spent()
         self._cache_items()
 
     def _adapt_all(self, history: sp.csr_matrix, chunk: int = 512) -> Params:
@@ -568,9 +609,12 @@ class _MetaStep:
         self.users = np.setdiff1d(self.users, held)
         return self.ranks[held], held, train.matrix(binary=False) if self.ratings is not None else None
 
+    def named_parameters(self) -> dict[str, torch.Tensor]:
+        """The trained tensors under their artefact names (the inner learning rates only when learned)."""
+        return {k: v for k, v in self.m._trained().items() if not k.startswith("lr.") or v.requires_grad}
+
     def parameters(self) -> list[torch.Tensor]:
-        lrs = [v for v in self.m.lrs_.values() if v.requires_grad]
-        return [*self.m.theta_.values(), *lrs, *self.m.extra_.values()]
+        return list(self.named_parameters().values())
 
     def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if self.m.algorithm_.episodic:
@@ -610,6 +654,38 @@ class _MetaStep:
         order_t = None if order is None else torch.from_numpy(np.ascontiguousarray(order))
         u0 = start_vector(m.theta_, len(bu), m.users_.rows(bu) if m.users_.matrices_ else None, sup_t, E, order_t)
         return m.algorithm_.outer_loss(net, Batch(bu, sup_t, qry_t, u0))
+
+    def task_grads(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray], index: int, epoch: int
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:  # fmt: skip
+        """Each task's gradient of every trained tensor (leading axis = task, keys as `named_parameters`)
+        and each task's loss: one `vmap(grad)` over the meta-batch, no loop over users. DP-SGD clips
+        them one by one (one task = one user). Same batch draws as `loss` (dropout mask, ratings)."""
+        m = self.m
+        bu, sup, qry = batch
+        keep = (torch.rand(self.n_items, generator=self.gen) >= m.residual_dropout).float()
+        if self.ratings is not None:
+            vals = self.ratings[bu].toarray().astype(np.float32)
+            sup, qry = sup * vals, qry * vals
+        order = self.ranks[bu].toarray().astype(np.float32) * (sup > 0) if m.support_order else None
+        feats, warm, inner, alg = m.items_.rows(), m.warm_, m._inner(), m.algorithm_
+        fixed_lrs = {k: v.detach() for k, v in m.lrs_.items()}
+        params = {k: v.detach() for k, v in self.named_parameters().items()}
+
+        def one(p: Params, s: torch.Tensor, q: torch.Tensor, o: torch.Tensor | None, uf: Params) -> torch.Tensor:
+            theta = {k[6:]: v for k, v in p.items() if k.startswith("theta.")}
+            lrs = {**fixed_lrs, **{k[3:]: v for k, v in p.items() if k.startswith("lr.")}}
+            E, b = item_table(theta, feats, warm, keep)
+            s, q, o = s[None], q[None], None if o is None else o[None]
+            u0 = start_vector(theta, 1, {k: v[None] for k, v in uf.items()} or None, s, E, o)
+            return alg.outer_loss(Net(theta, lrs, inner, E, b, {}), Batch(np.zeros(1, np.int64), s, q, u0))
+
+        sup_t, qry_t = torch.from_numpy(np.ascontiguousarray(sup)), torch.from_numpy(np.ascontiguousarray(qry))
+        order_t = None if order is None else torch.from_numpy(np.ascontiguousarray(order))
+        ufeats = m.users_.rows(bu) if m.users_.matrices_ else {}
+        dims = (None, 0, 0, None if order_t is None else 0, 0)
+        per_task = vmap(grad_and_value(one), in_dims=dims, randomness="same")
+        grads, losses = per_task(params, sup_t, qry_t, order_t, ufeats)
+        return grads, losses.detach()
 
     def _sample_columns(self, sup: np.ndarray, qry: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         used = np.flatnonzero((sup + qry).any(axis=0))

@@ -3,7 +3,9 @@
 The loop owns the optimiser, the epochs and the callbacks; the step owns the model: which tensors
 are trained, how an epoch is cut into batches and what a batch's loss is. That split is what lets
 a wrapper replace the optimiser (DP-SGD: Opacus wraps it; `wrap_optimizer`) and a distributed worker
-run the same `step` on its shard, without touching the model.
+run the same `step` on its shard, without touching the model. A step that computes its own gradients
+(per-task gradients for DP-SGD, `privacy.dp.PrivateStep`) defines `backward(batch, index, epoch)`, which
+fills them and returns the batch's loss; the loop then calls it instead of `loss(...).backward()`.
 """
 
 from __future__ import annotations
@@ -102,11 +104,18 @@ class Trainer:
         """One pass over the step's batches; returns the mean batch loss."""
         assert self.optimizer is not None, "call fit()"
         losses = []
+        own_backward = getattr(step, "backward", None)
         for index, batch in enumerate(step.batches(epoch)):
-            loss = step.loss(batch, index, epoch)
             self.optimizer.zero_grad()
-            loss.backward()
+            if own_backward is not None:
+                value = float(own_backward(batch, index, epoch))
+            else:
+                loss = step.loss(batch, index, epoch)
+                loss.backward()
+                value = loss.item()
             self.optimizer.step()
             step.after_update()
-            losses.append(loss.item())
-        return float(np.mean(losses)) if losses else float("nan")
+            losses.append(value)
+        # a batch may have no loss (an empty Poisson-sampled batch of DP-SGD returns NaN)
+        seen = [v for v in losses if not np.isnan(v)]
+        return float(np.mean(seen)) if seen else float("nan")

@@ -1,0 +1,129 @@
+"""User-level differentially private meta-training: DP-SGD with Opacus' optimiser and RDP accountant.
+
+In meta-learning one task is one user, so clipping each task's meta-gradient bounds what any one
+user's whole history can move the weights: the guarantee covers a user, not a single rating.
+The model computes the per-task gradients itself (one vmapped `torch.func` call over the meta-batch,
+`_MetaStep.task_grads`); Opacus' `DPOptimizer` clips them, adds Gaussian noise and averages, and its
+RDP accountant counts the privacy spent. Batches are Poisson-sampled (each user joins each step with
+probability q), which is what the accountant's subsampling bound assumes.
+
+What it does not cover: the meta-valid users that pick the best epoch (they are never trained on, but
+the choice reads them), and anything outside the trained weights (the service's database holds raw
+events until deletion).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from metarec.errors import ConfigError
+from metarec.utils import require
+
+
+class DPConfig(BaseModel):
+    """`[model] dp = {epsilon = 8}`: the target budget and the clipping bound of user-level DP-SGD."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epsilon: float = Field(gt=0, description="target epsilon of the whole training run")
+    delta: float | None = Field(default=None, gt=0, lt=1, description="target delta; None = 1 / training users")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="clipping bound of each user's meta-gradient")
+    max_noise_multiplier: float = Field(
+        default=50.0, gt=0, description="refuse a run that needs more noise than this (its updates would be noise)"
+    )
+
+
+class PrivacyPlan:
+    """The noise a run needs to stay within (epsilon, delta), derived before training starts."""
+
+    def __init__(self, config: DPConfig, n_users: int, batch: int, epochs: int, tasks_per_epoch: int = 0) -> None:
+        if n_users < 2:
+            raise ConfigError(f"DP training needs users to hide among: {n_users} meta-training user(s)")
+        self.config = config
+        self.n_users = n_users
+        self.accountant: Any = None
+        self.delta = config.delta if config.delta is not None else 1.0 / n_users
+        if self.delta > 1.0 / n_users:
+            raise ConfigError(f"dp.delta = {self.delta:g} is above 1 / users = {1 / n_users:g}: a mechanism may "
+                              "then publish one user's history outright; lower it or leave it unset")  # fmt: skip
+        self.sample_rate = min(1.0, batch / n_users)
+        per_epoch = (tasks_per_epoch or n_users) / batch
+        self.steps_per_epoch = max(1, round(per_epoch))
+        self.steps = self.steps_per_epoch * epochs
+        require("opacus", "privacy")
+        from opacus.accountants.utils import get_noise_multiplier
+
+        eps = config.epsilon
+        hint = (f"{n_users} users, {epochs} epochs x {self.steps_per_epoch} steps, batch {batch} (q = "
+                f"{self.sample_rate:.3g}), delta = {self.delta:.3g}: raise dp.epsilon, train on more users, "
+                "or run fewer epochs")  # fmt: skip
+        if self.steps == 0:
+            self.noise_multiplier = 0.0
+            return
+        try:
+            sigma = get_noise_multiplier(target_epsilon=eps, target_delta=self.delta, sample_rate=self.sample_rate,
+                                         steps=self.steps, accountant="rdp")  # fmt: skip
+        except ValueError as exc:
+            raise ConfigError(f"dp.epsilon = {eps:g} cannot be reached ({exc}) with {hint}") from None
+        if sigma > config.max_noise_multiplier:
+            raise ConfigError(f"dp.epsilon = {eps:g} needs noise multiplier {sigma:.1f} > "
+                              f"dp.max_noise_multiplier = {config.max_noise_multiplier:g} (each update would be "
+                              f"mostly noise) with {hint}")  # fmt: skip
+        self.noise_multiplier = float(sigma)
+
+    def wrap_optimizer(self, batch: int, seed: int) -> Any:
+        """The training loop's `wrap_optimizer` hook: Opacus' DPOptimizer over the loop's Adam, with the
+        accountant stepping at every optimiser step."""
+        from opacus.accountants import RDPAccountant
+        from opacus.optimizers import DPOptimizer
+
+        self.accountant = RDPAccountant()
+
+        def wrap(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+            gen = torch.Generator().manual_seed(seed + 4099)
+            dp = DPOptimizer(opt, noise_multiplier=self.noise_multiplier, max_grad_norm=self.config.max_grad_norm,
+                             expected_batch_size=batch, generator=gen)  # fmt: skip
+            dp.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate))
+            return dp
+
+        return wrap
+
+    def spent(self) -> dict[str, float]:
+        """The privacy spent so far (the accountant's epsilon at this plan's delta) and the settings."""
+        steps = sum(n for _, _, n in self.accountant.history) if self.accountant is not None else 0
+        eps = float(self.accountant.get_epsilon(self.delta)) if steps else 0.0
+        return {"epsilon": eps, "delta": self.delta, "target_epsilon": self.config.epsilon,
+                "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.config.max_grad_norm,
+                "sample_rate": self.sample_rate, "steps": float(steps), "users": float(self.n_users)}  # fmt: skip
+
+
+class PrivateStep:
+    """Wraps the meta-model's training step for DP-SGD: Poisson-sampled batches, and a `backward` that
+    stores each task's gradient where Opacus' optimiser reads it (`p.grad_sample`)."""
+
+    def __init__(self, step: Any, plan: PrivacyPlan) -> None:
+        self.step, self.plan = step, plan
+
+    def __getattr__(self, name: str) -> Any:  # parameters, state, load_state, after_update, valid, ...
+        return getattr(self.step, name)
+
+    def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for users, _, sup, qry in self.step.sampler.poisson(self.plan.sample_rate, self.plan.steps_per_epoch):
+            yield users, sup, qry
+
+    def backward(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray], index: int, epoch: int) -> float:
+        named = self.step.named_parameters()
+        if len(batch[0]) == 0:  # an empty Poisson batch: no gradient, the optimiser still adds its noise
+            for p in named.values():
+                p.grad_sample = torch.zeros((0, *p.shape))
+            return math.nan
+        grads, losses = self.step.task_grads(batch, index, epoch)
+        for name, p in named.items():
+            p.grad_sample = grads[name]
+        return float(losses.mean())
