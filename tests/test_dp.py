@@ -3,6 +3,8 @@ and clear refusals."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -66,8 +68,9 @@ def test_dp_training_reports_the_budget_it_spent_and_saves_it(fold, tmp_path):
     m = build_model("meta", {**FAST, "dp": {"epsilon": 8.0, "max_grad_norm": 0.5}}).fit(fold.train, valid=fold.valid)
     spent = m.fit_info_["privacy"]
     assert 7.0 < spent["epsilon"] <= 8.0 and spent["delta"] == pytest.approx(1 / spent["users"])
-    acc = RDPAccountant()  # the same budget, recomputed from the run's noise, rate and steps
-    acc.history = [(spent["noise_multiplier"], spent["sample_rate"], int(spent["steps"]))]
+    acc = RDPAccountant()  # the same budget, recomputed from the run's noise, rate and steps + the popularity release
+    acc.history = [(spent["noise_multiplier"], spent["sample_rate"], int(spent["steps"])),
+                   (spent["prior_noise_multiplier"], 1.0, 1)]  # fmt: skip
     assert acc.get_epsilon(spent["delta"]) == pytest.approx(spent["epsilon"])
     assert not np.isnan(m.fit_info_["history"][-1]["loss"])
     loaded, manifest = load_model(save_model(m, tmp_path / "dp", fold.train))
@@ -87,8 +90,12 @@ def test_clipping_alone_keeps_the_model_learning(fold):
 
 
 def test_unreachable_budget_and_unsafe_settings_are_refused(fold):
-    with pytest.raises(ConfigError, match="cannot be reached|noise multiplier"):
-        build_model("meta", {**FAST, "epochs": 500, "dp": {"epsilon": 0.01}}).fit(fold.train, valid=fold.valid)
+    with pytest.raises(ConfigError, match=r"cannot be reached|needs noise multiplier"):
+        build_model("meta", {**FAST, "epochs": 500, "dp": {"epsilon": 0.01, "prior_noise_multiplier": 0}}).fit(
+            fold.train, valid=fold.valid
+        )
+    with pytest.raises(ConfigError, match="popularity release alone"):
+        build_model("meta", {**FAST, "dp": {"epsilon": 0.01}}).fit(fold.train, valid=fold.valid)
     with pytest.raises(ConfigError, match="above 1 / users"):
         build_model("meta", {**FAST, "dp": {"epsilon": 8, "delta": 0.5}}).fit(fold.train, valid=fold.valid)
     with pytest.raises(ConfigError, match="vector per training user"):
@@ -99,3 +106,51 @@ def test_unreachable_budget_and_unsafe_settings_are_refused(fold):
         build_model("meta", {"dp": {"epsilon": -1}})
     with pytest.raises(ConfigError, match="epsilon"):
         build_model("meta", {"dp": {"epslion": 8}})
+
+
+class _Memoriser:
+    """A model that has memorised its training users: it scores a member's whole history high."""
+
+    def __init__(self, history: dict[bytes, np.ndarray], n_items: int) -> None:
+        self.history, self.n_items = history, n_items
+
+    def fold_in(self, sup):
+        return sup.toarray()
+
+    def score_state(self, sup):
+        rows = [self.history.get(r.tobytes(), np.zeros(self.n_items)) * 10.0 for r in sup]
+        return np.vstack(rows)
+
+
+def test_loss_threshold_attack_separates_a_memoriser_and_not_a_coin(fold):
+    from metarec.meta.tasks import split_rows, time_rank_matrix
+    from metarec.privacy.membership import loss_threshold_auc
+
+    ranks = time_rank_matrix(fold.train)
+    users = np.flatnonzero(np.diff(ranks.indptr) > 5)
+    members, others = ranks[users[:60]], ranks[users[60:120]]
+    sup, _ = split_rows(members, 5, members.data)
+    full = (members.toarray() > 0).astype(np.float64)
+    seen = {s.astype(np.float32).tobytes(): f for s, f in zip(sup, full, strict=True)}
+    got = loss_threshold_auc(_Memoriser(seen, ranks.shape[1]), members, others)
+    assert got["auc"] > 0.95 and got["members"] == 60 and got["member_loss"] < got["non_member_loss"]
+    plain = build_model("meta", {**FAST, "epochs": 2}).fit(fold.train, valid=fold.valid)
+    same = loss_threshold_auc(plain, others[:30], others[30:])  # both halves unseen: a coin
+    assert 0.3 < same["auc"] < 0.7
+
+
+def test_cli_trains_a_private_model_and_reports_its_budget(tmp_path):
+    from typer.testing import CliRunner
+
+    from metarec.cli import app
+
+    out = tmp_path / "dp"
+    res = CliRunner().invoke(app, ["train", "-c", "configs/synthetic.toml", "--model", "maml", "--out", str(out),
+                                   "--set", "models.maml.dp={epsilon = 3, max_grad_norm = 0.3}"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "user-level DP: epsilon" in res.output and "(target 3)" in res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert 0 < manifest["metrics"]["privacy"]["epsilon"] <= 3.0
+    res = CliRunner().invoke(app, ["train", "-c", "configs/synthetic.toml", "--model", "maml", "--out", str(out),
+                                   "--set", "models.maml.dp={epsilon = 3, delta = 0.9}"])  # fmt: skip
+    assert res.exit_code == 2 and "above 1 / users" in res.output, res.output

@@ -451,6 +451,7 @@ def train(
                 info = fitted.fit_info_
                 tracker.curve(info.get("history") or [])
                 tracker.metrics({k: v for k, v in info.items() if isinstance(v, int | float)})
+                tracker.metrics({f"privacy/{k}": v for k, v in info.get("privacy", {}).items()})
                 tracker.metrics({"seconds/train": time.perf_counter() - t0})
                 tracker.artifacts(dest)
     except MetarecError as exc:
@@ -459,6 +460,16 @@ def train(
     extra = (f", {info['epochs']} epochs, best meta-valid NDCG@10 {info['best_valid_ndcg@10']:.4f}"
              if "epochs" in info else "")  # fmt: skip
     console.print(f"trained {model} ({kind}) on {ds.name} in {time.perf_counter() - t0:.1f}s{extra}; wrote {dest}")
+    if "privacy" in info:  # also in the artefact's manifest (metrics.privacy)
+        p = info["privacy"]
+        console.print(f"user-level DP: epsilon {p['epsilon']:.2f} spent (target {p['target_epsilon']:g}), delta "
+                      f"{p['delta']:.2e}, noise multiplier {p['noise_multiplier']:.2f}, clip "
+                      f"{p['max_grad_norm']:g}")  # fmt: skip
+    if "federated" in info:
+        f = info["federated"]
+        console.print(f"federated: {len(f['client_users'])} clients, best round {f['best_round']} of "
+                      f"{len(f['rounds']) - 1}, {f['bytes_per_client_round']['up'] / 1e6:.2f} MB up per client "
+                      "and round")  # fmt: skip
     if board_dir is not None:
         console.print(f"training curves for TensorBoard in {board_dir} (tensorboard --logdir {board_dir.parent})")
 

@@ -84,6 +84,7 @@ class MetaRecommender(Recommender):
         valid_k: tuple[int, ...] = (1, 5, 20),
         patience: int = 10,
         dp: dict[str, Any] | None = None,
+        federated: dict[str, Any] | None = None,
         threads: int | None = None,
         verbose: bool = False,
         seed: int = 0,
@@ -121,6 +122,7 @@ class MetaRecommender(Recommender):
         self.valid_k = valid_k
         self.patience = patience
         self.dp = dp  # user-level DP-SGD, e.g. {epsilon = 8} (`privacy/dp.py`); None = not private
+        self.federated = federated  # Flower-simulated clients, e.g. {clients = 10} (`privacy/federated.py`)
         self.threads = threads
         self.verbose = verbose
         self._validate()
@@ -163,6 +165,31 @@ class MetaRecommender(Recommender):
         self._user_tower()
         if self.dp is not None:
             self._dp_config()
+        if self.federated is not None:
+            self._federated_config()
+
+    def _federated_config(self) -> Any:
+        from pydantic import ValidationError
+
+        from metarec.privacy.federated import FederatedConfig
+
+        try:
+            cfg = FederatedConfig(**self.federated) if isinstance(self.federated, dict) else self.federated
+        except ValidationError as exc:
+            raise ConfigError(f"federated: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']} (keys: clients, "
+                              "rounds, local_epochs, fraction_train, client_cpus)") from None  # fmt: skip
+        reasons = []
+        if not build_algorithm(self.algorithm).episodic:
+            reasons.append(f"algorithm {self.algorithm!r} learns a vector per training user on the server")
+        if self.dp is not None:
+            reasons.append("dp: DP on the clients' updates is not built yet (drop one of them)")
+        if self.item_warmup:
+            reasons.append("item_warmup: its second phase reads every user's history centrally")
+        if self.objective != "ranking":
+            reasons.append("objective 'rating' starts from the items' mean ratings (central data)")
+        if reasons:
+            raise ConfigError("federated training cannot run with " + "; ".join(reasons))
+        return cfg
 
     def _dp_config(self) -> Any:
         from pydantic import ValidationError
@@ -182,6 +209,8 @@ class MetaRecommender(Recommender):
             reasons.append("negatives > 0 picks the columns from the batch's own items: set negatives = 0")
         if self.item_warmup:
             reasons.append("item_warmup trains a second phase on every user without noise: set item_warmup = 0")
+        if self.objective != "ranking":
+            reasons.append("objective 'rating' starts from the items' mean ratings: use objective = 'ranking'")
         if reasons:
             raise ConfigError("dp (user-level DP-SGD) cannot run with " + "; ".join(reasons))
         return cfg
@@ -239,17 +268,8 @@ class MetaRecommender(Recommender):
             if len(launch)
             else train
         )
-        counts = np.asarray(base.matrix().sum(axis=0)).ravel()
-        if self.dp is not None:  # which items were used, and how often, is the users' data: start flat
-            counts = np.ones(train.n_items)
-        self.warm_ = torch.from_numpy(((counts > 0) & self.items_.learned_table).astype(np.float32))
-        theta = self._init_theta(base, counts)
-        self.lrs_ = {k: torch.full(theta["user_init"].shape if k == "u" else theta[k].shape, float(self.inner_lr),
-                                   requires_grad=self.algorithm_.learns_inner_lr)
-                     for k in adapt_keys(self.adapt_params)}  # fmt: skip
-        self.extra_ = {k: v.requires_grad_() for k, v in self.algorithm_.init_extra(train.n_users, self.dim).items()}
-        self.theta_ = {k: v.requires_grad_() for k, v in theta.items()}
-        step: Any = _MetaStep(self, base, valid)
+        counts: np.ndarray = np.asarray(base.matrix().sum(axis=0)).ravel()
+        step: Any = _MetaStep(self, base, valid)  # reads the data and hyper-parameters only, not the weights
         wrap = self._wrap_optimizer
         plan = None
         if self.dp is not None:
@@ -259,11 +279,27 @@ class MetaRecommender(Recommender):
                 raise ConfigError("dp training runs in one process: drop [distributed] backend = 'ray' for it")
             plan = PrivacyPlan(self._dp_config(), len(step.sampler.users), self.meta_batch, self.epochs,
                                self.tasks_per_epoch)  # fmt: skip
+            # which items were used, and how often, is the users' data: a noisy release (or a flat start)
+            counts = plan.popularity(base.matrix(), self.seed)
             step, wrap = PrivateStep(step, plan), plan.wrap_optimizer(self.meta_batch, self.seed)
+        if self.federated is not None:  # the server never sees which items were used, nor how often
+            counts = np.ones(train.n_items)
+        # items unseen in training have no residual (in private training every item has: which were seen is private)
+        seen = counts > 0 if plan is None and self.federated is None else np.ones(train.n_items, bool)
+        self.warm_ = torch.from_numpy((seen & self.items_.learned_table).astype(np.float32))
+        theta = self._init_theta(base, counts)
+        self.lrs_ = {k: torch.full(theta["user_init"].shape if k == "u" else theta[k].shape, float(self.inner_lr),
+                                   requires_grad=self.algorithm_.learns_inner_lr)
+                     for k in adapt_keys(self.adapt_params)}  # fmt: skip
+        self.extra_ = {k: v.requires_grad_() for k, v in self.algorithm_.init_extra(train.n_users, self.dim).items()}
+        self.theta_ = {k: v.requires_grad_() for k, v in theta.items()}
         if self._shard is not None:
             from metarec.training.sharding import ShardedStep
 
             step = ShardedStep(step, *self._shard)
+        if self.federated is not None:
+            self._fit_federated(train, step, launch, revealed, t0)
+            return
         # the cold-user score measures the shared weights only: training users' own vectors (global,
         # finetune) keep their last values rather than those of the best epoch
         early = EarlyStopping(lambda: self._valid_score(*step.valid), self.patience, monitor="valid_ndcg@10",
@@ -286,6 +322,54 @@ class MetaRecommender(Recommender):
         if plan is not None:  # the accountant's epsilon over every step run (the best epoch's weights spent less)
             self.fit_info_["privacy"] = plan.spent()
         self._cache_items()
+
+    def _fit_federated(self, train: Dataset, step: Any, launch: np.ndarray, revealed: pd.DataFrame | None,
+                       t0: float) -> None:  # fmt: skip
+        from metarec.privacy.federated import train_federated
+
+        if self._shard is not None or self._wrap_optimizer is not None or self._callbacks:
+            raise ConfigError("federated training runs its own rounds: no Ray Train, checkpoints or extra callbacks")
+        log = train_federated(self, train, step.users, lambda: self._valid_score(*step.valid),
+                              self._federated_config(), self.seed)  # fmt: skip
+        for d in (self.theta_, self.lrs_, self.extra_):
+            for v in d.values():
+                v.requires_grad_(False)
+        self.fit_info_ = {"best_valid_ndcg@10": float(log["best_valid_ndcg@10"]), "best_epoch": log["best_round"],
+                          "epochs": len(log["rounds"]) - 1, "train_seconds": time.perf_counter() - t0,
+                          "federated": {k: v for k, v in log.items() if k != "traffic"}}  # fmt: skip
+        self._cache_items()
+
+    # ------------------------------------------------------------------ weights (federated rounds)
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The meta-parameters a federated round exchanges: every trained tensor under its artefact
+        name (per-user tensors excluded: none exist for the episodic algorithms)."""
+        learned_lr = self.algorithm_.learns_inner_lr
+        return {k: v.detach().numpy().copy() for k, v in self._trained().items()
+                if not k.startswith("extra.") and (not k.startswith("lr.") or learned_lr)}  # fmt: skip
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Copy `weights` (from `get_weights`) into the model in place and refresh the item table."""
+        trained = self._trained()
+        unknown = sorted(set(weights) - set(trained))
+        if unknown:
+            raise ConfigError(f"set_weights: this model has no tensors {unknown[:3]}")
+        with torch.no_grad():
+            for k, v in weights.items():
+                trained[k].copy_(torch.from_numpy(np.asarray(v)))
+        self._cache_items()
+
+    def local_update(self, train: Dataset, epochs: int, seed: int) -> float:
+        """`epochs` epochs of meta-training of the current weights on every user of `train` (no held-out
+        users, no early stopping): a federated client's round, through the one training loop. Returns
+        the last epoch's mean loss."""
+        self.seed = seed  # this round's draws of tasks and dropout (a client-local copy of the model)
+        for k, v in self._trained().items():
+            v.requires_grad_(not k.startswith("lr.") or self.algorithm_.learns_inner_lr)
+        step = _MetaStep(self, train, None, hold_out=False)
+        result = Trainer(epochs, self.lr, self.weight_decay).fit(step)
+        for v in self._trained().values():
+            v.requires_grad_(False)
+        return float(result.history[-1]["loss"]) if result.history else float("nan")
 
     def _adapt_all(self, history: sp.csr_matrix, chunk: int = 512) -> Params:
         """Every user's fast weights from `history` (users x items), as known users, a chunk at a time,
@@ -583,13 +667,15 @@ class MetaRecommender(Recommender):
 class _MetaStep:
     """The model's side of the training loop (see `training.TrainStep`)."""
 
-    def __init__(self, model: MetaRecommender, train: Dataset, valid: pd.DataFrame | None) -> None:
+    def __init__(self, model: MetaRecommender, train: Dataset, valid: pd.DataFrame | None,
+                 hold_out: bool = True) -> None:  # fmt: skip
         self.m = model
         self.n_items = train.n_items
         self.ranks = time_rank_matrix(train)
         self.ratings = train.matrix(binary=False) if model.objective == "rating" else None
         self.users = np.flatnonzero(np.diff(self.ranks.indptr) >= 2)
-        self.valid = self._valid_rows(train, valid)
+        # without meta-valid users, 10% of the training users are held out for early stopping (hold_out)
+        self.valid = self._valid_rows(train, valid) if hold_out else None
         self.sampler = EpisodeSampler(self.ranks, self.users, list(model.train_shots), model.train_support,
                                       seed=model.seed)  # fmt: skip
         self.gen = torch.Generator().manual_seed(model.seed)

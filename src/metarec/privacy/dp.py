@@ -37,6 +37,18 @@ class DPConfig(BaseModel):
     max_noise_multiplier: float = Field(
         default=50.0, gt=0, description="refuse a run that needs more noise than this (its updates would be noise)"
     )
+    prior_noise_multiplier: float = Field(
+        default=10.0,
+        ge=0,
+        description="noise of the one release of item popularity that starts the item biases, "
+        "relative to prior_max_items ** 0.5; 0 = no release, a flat start",
+    )
+    prior_max_items: int = Field(
+        default=50,
+        ge=1,
+        description="a user's weight in the popularity release is capped "
+        "so that their items count as at most this many",
+    )
 
 
 class PrivacyPlan:
@@ -57,8 +69,6 @@ class PrivacyPlan:
         self.steps_per_epoch = max(1, round(per_epoch))
         self.steps = self.steps_per_epoch * epochs
         require("opacus", "privacy")
-        from opacus.accountants.utils import get_noise_multiplier
-
         eps = config.epsilon
         hint = (f"{n_users} users, {epochs} epochs x {self.steps_per_epoch} steps, batch {batch} (q = "
                 f"{self.sample_rate:.3g}), delta = {self.delta:.3g}: raise dp.epsilon, train on more users, "
@@ -66,9 +76,13 @@ class PrivacyPlan:
         if self.steps == 0:
             self.noise_multiplier = 0.0
             return
+        prior = config.prior_noise_multiplier
+        if prior and self._epsilon(math.inf, prior) >= eps:
+            raise ConfigError(f"the popularity release alone (dp.prior_noise_multiplier = {prior:g}) spends "
+                              f"epsilon >= {eps:g}: raise dp.prior_noise_multiplier, or set it to 0 for a flat "
+                              "start")  # fmt: skip
         try:
-            sigma = get_noise_multiplier(target_epsilon=eps, target_delta=self.delta, sample_rate=self.sample_rate,
-                                         steps=self.steps, accountant="rdp")  # fmt: skip
+            sigma = self._solve(eps)
         except ValueError as exc:
             raise ConfigError(f"dp.epsilon = {eps:g} cannot be reached ({exc}) with {hint}") from None
         if sigma > config.max_noise_multiplier:
@@ -76,6 +90,51 @@ class PrivacyPlan:
                               f"dp.max_noise_multiplier = {config.max_noise_multiplier:g} (each update would be "
                               f"mostly noise) with {hint}")  # fmt: skip
         self.noise_multiplier = float(sigma)
+
+    def _history(self, sigma: float, prior: float) -> list[tuple[float, float, int]]:
+        """The mechanisms as Opacus' RDP accountant composes them: `steps` subsampled Gaussian steps,
+        and the one popularity release (all users, sample rate 1)."""
+        out = [(sigma, self.sample_rate, self.steps)] if math.isfinite(sigma) else []
+        return out + ([(prior, 1.0, 1)] if prior else [])
+
+    def _epsilon(self, sigma: float, prior: float) -> float:
+        from opacus.accountants import RDPAccountant
+
+        acc = RDPAccountant()
+        acc.history = self._history(sigma, prior)
+        return float(acc.get_epsilon(self.delta)) if acc.history else 0.0
+
+    def _solve(self, eps: float, tolerance: float = 0.01) -> float:
+        """The smallest noise multiplier whose composed epsilon stays within `eps` (bisection, as Opacus'
+        `get_noise_multiplier`, which composes only the SGD steps)."""
+        prior = self.config.prior_noise_multiplier
+        low, high, eps_high = 0.0, 10.0, math.inf
+        while eps_high > eps:
+            high *= 2
+            if high > 1e6:
+                raise ValueError("the budget is too low for any noise level")
+            eps_high = self._epsilon(high, prior)
+        while eps - eps_high > tolerance:
+            mid = (low + high) / 2
+            if (e := self._epsilon(mid, prior)) < eps:
+                high, eps_high = mid, e
+            else:
+                low = mid
+        return high
+
+    def popularity(self, matrix: Any, seed: int) -> np.ndarray:
+        """Item counts released once with the Gaussian mechanism: each user's row is scaled to L2 norm at
+        most sqrt(prior_max_items) (their sensitivity), noise N(0, (prior_noise_multiplier * that)^2) is
+        added, negatives are cut to 0. With prior_noise_multiplier = 0: all ones (a flat start)."""
+        prior, cap = self.config.prior_noise_multiplier, self.config.prior_max_items
+        n_items = matrix.shape[1]
+        if not prior:
+            return np.ones(n_items)
+        per_user = np.diff(matrix.indptr)
+        scale = np.minimum(1.0, np.sqrt(cap / np.maximum(per_user, 1)))
+        counts = np.asarray((matrix > 0).T @ scale).ravel()
+        rng = np.random.default_rng(seed + 7717)
+        return np.maximum(counts + rng.normal(0.0, prior * math.sqrt(cap), n_items), 0.0)
 
     def wrap_optimizer(self, batch: int, seed: int) -> Any:
         """The training loop's `wrap_optimizer` hook: Opacus' DPOptimizer over the loop's Adam, with the
@@ -97,10 +156,16 @@ class PrivacyPlan:
     def spent(self) -> dict[str, float]:
         """The privacy spent so far (the accountant's epsilon at this plan's delta) and the settings."""
         steps = sum(n for _, _, n in self.accountant.history) if self.accountant is not None else 0
-        eps = float(self.accountant.get_epsilon(self.delta)) if steps else 0.0
+        prior = self.config.prior_noise_multiplier
+        acc = type(self.accountant)() if self.accountant is not None else None
+        eps = 0.0
+        if acc is not None:
+            acc.history = list(self.accountant.history) + ([(prior, 1.0, 1)] if prior else [])
+            eps = float(acc.get_epsilon(self.delta)) if acc.history else 0.0
         return {"epsilon": eps, "delta": self.delta, "target_epsilon": self.config.epsilon,
-                "noise_multiplier": self.noise_multiplier, "max_grad_norm": self.config.max_grad_norm,
-                "sample_rate": self.sample_rate, "steps": float(steps), "users": float(self.n_users)}  # fmt: skip
+                "prior_noise_multiplier": prior, "noise_multiplier": self.noise_multiplier,
+                "max_grad_norm": self.config.max_grad_norm, "sample_rate": self.sample_rate, "steps": float(steps),
+                "users": float(self.n_users)}  # fmt: skip
 
 
 class PrivateStep:
