@@ -154,3 +154,16 @@ def test_cli_trains_a_private_model_and_reports_its_budget(tmp_path):
     res = CliRunner().invoke(app, ["train", "-c", "configs/synthetic.toml", "--model", "maml", "--out", str(out),
                                    "--set", "models.maml.dp={epsilon = 3, delta = 0.9}"])  # fmt: skip
     assert res.exit_code == 2 and "above 1 / users" in res.output, res.output
+
+
+def test_a_missing_privacy_extra_is_one_actionable_line(fold, monkeypatch):
+    import sys
+
+    from metarec.errors import MetarecError
+
+    monkeypatch.setitem(sys.modules, "opacus", None)  # as if `metarec[privacy]` were not installed
+    with pytest.raises(MetarecError, match=r"metarec\[privacy\]"):
+        build_model("meta", {**FAST, "dp": {"epsilon": 8}}).fit(fold.train, valid=fold.valid)
+    monkeypatch.setitem(sys.modules, "flwr", None)
+    with pytest.raises(MetarecError, match=r"metarec\[privacy\]"):
+        build_model("meta", {**FAST, "federated": {"clients": 2}}).fit(fold.train, valid=fold.valid)
