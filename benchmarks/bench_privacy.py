@@ -158,6 +158,7 @@ def _plot(rows: list[dict], path: Path) -> None:
             ax.axhline(by[name]["ndcg@10"], linestyle=style, color="grey", label=name)
     ax.set_xscale("log")
     ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("epsilon (delta = 1 / training users)")
     ax.set_ylabel("cold-user NDCG@10, k = 5")
     ax.set_title("ml-100k: utility vs privacy budget")

@@ -28,7 +28,7 @@ LAYERS = {
     "data": 1,
     "text": 2, "llm": 2, "features": 3,
     "meta": 4, "training": 4,
-    "models": 5,
+    "models": 5, "privacy": 5,  # DP-SGD wraps the loop's optimiser; federated rounds run the model's local updates
     "eval": 6, "serve": 6, "distributed": 6,
     "config": 7, "cli": 8,
 }  # fmt: skip
