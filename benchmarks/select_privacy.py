@@ -43,6 +43,10 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
+for _p in CANDIDATES.values():  # repeatable noise and batches (research runs; see README on what that costs)
+    if "dp" in _p:
+        _p["dp"]["reproducible"] = True
+
 # federated: rounds x local epochs (a client has ~57 users = 2 meta-batches per epoch, so one local epoch is
 # 2 Adam steps from a fresh optimiser state)
 FEDERATED: dict[str, dict] = {

@@ -68,14 +68,27 @@ def test_dp_training_reports_the_budget_it_spent_and_saves_it(fold, tmp_path):
     m = build_model("meta", {**FAST, "dp": {"epsilon": 8.0, "max_grad_norm": 0.5}}).fit(fold.train, valid=fold.valid)
     spent = m.fit_info_["privacy"]
     assert 7.0 < spent["epsilon"] <= 8.0 and spent["delta"] == pytest.approx(1 / spent["users"])
+    per_epoch = round(spent["users"] / m.meta_batch)  # every step run is counted, and only those
+    assert spent["steps"] == m.fit_info_["epochs"] * per_epoch and not spent["reproducible"]
+    assert all(np.isnan(h["loss"]) for h in m.fit_info_["history"])  # the un-noised loss is not published
     acc = RDPAccountant()  # the same budget, recomputed from the run's noise, rate and steps + the popularity release
     acc.history = [(spent["noise_multiplier"], spent["sample_rate"], int(spent["steps"])),
                    (spent["prior_noise_multiplier"], 1.0, 1)]  # fmt: skip
     assert acc.get_epsilon(spent["delta"]) == pytest.approx(spent["epsilon"])
-    assert not np.isnan(m.fit_info_["history"][-1]["loss"])
     loaded, manifest = load_model(save_model(m, tmp_path / "dp", fold.train))
+    assert loaded.train_matrix_.nnz == 0 and loaded.train_matrix_.shape == m.train_matrix_.shape  # no histories
     assert manifest["metrics"]["privacy"]["epsilon"] == pytest.approx(spent["epsilon"])  # in the artefact manifest
     assert loaded.get_params()["dp"] == {"epsilon": 8.0, "max_grad_norm": 0.5}
+
+
+def test_reproducible_runs_repeat_and_default_runs_do_not(fold):
+    def fit(dp):
+        m = build_model("meta", {**FAST, "epochs": 3, "dp": dp}).fit(fold.train, valid=fold.valid)
+        return m.theta_["user_init"].clone()
+
+    rep = {"epsilon": 8, "reproducible": True}
+    assert torch.equal(fit(rep), fit(rep))
+    assert not torch.equal(fit({"epsilon": 8}), fit({"epsilon": 8}))  # noise and batches from the OS CSPRNG
 
 
 def test_clipping_alone_keeps_the_model_learning(fold):
@@ -102,6 +115,10 @@ def test_unreachable_budget_and_unsafe_settings_are_refused(fold):
         build_model("meta", {"algorithm": "global", "dp": {"epsilon": 8}})
     with pytest.raises(ConfigError, match="negatives"):
         build_model("meta", {"negatives": 50, "dp": {"epsilon": 8}})
+    with pytest.raises(ConfigError, match="user_features"):
+        build_model("meta", {"user_features": {"demo": {"type": "fields", "columns": ["age"]}}, "dp": {"epsilon": 8}})
+    with pytest.raises(ConfigError, match="reviews"):
+        build_model("meta", {"item_features": {"text": {"template": "{reviews}"}}, "dp": {"epsilon": 8}})
     with pytest.raises(ConfigError, match="epsilon"):
         build_model("meta", {"dp": {"epsilon": -1}})
     with pytest.raises(ConfigError, match="epsilon"):
@@ -135,7 +152,7 @@ def test_loss_threshold_attack_separates_a_memoriser_and_not_a_coin(fold):
     got = loss_threshold_auc(_Memoriser(seen, ranks.shape[1]), members, others)
     assert got["auc"] > 0.95 and got["members"] == 60 and got["member_loss"] < got["non_member_loss"]
     plain = build_model("meta", {**FAST, "epochs": 2}).fit(fold.train, valid=fold.valid)
-    same = loss_threshold_auc(plain, others[:30], others[30:])  # both halves unseen: a coin
+    same = loss_threshold_auc(plain, others[:30], others[30:])  # both halves are training users: a coin
     assert 0.3 < same["auc"] < 0.7
 
 

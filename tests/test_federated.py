@@ -36,6 +36,7 @@ def test_federated_rounds_learn_and_report_their_traffic(fold):
     # the model keeps the best round's weights and serves like any meta model
     state = m.fold_in(fold.train.matrix()[:2])
     assert m.score_state(state).shape == (2, fold.train.n_items)
+    assert m._train_to_save().nnz == 0  # the artefact carries no client's interactions
 
 
 def test_federated_settings_are_checked():
@@ -45,3 +46,13 @@ def test_federated_settings_are_checked():
         build_model("meta", {"algorithm": "finetune", "federated": {}})
     with pytest.raises(ConfigError, match="federated"):
         build_model("meta", {"federated": {"round": 3}})
+    with pytest.raises(ConfigError, match="a table"):
+        build_model("meta", {"federated": True})
+
+
+def test_federated_training_refuses_a_running_ray_session(fold, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    with pytest.raises(ConfigError, match="outside a Ray session"):
+        build_model("meta", {**FAST, "federated": {"clients": 2}}).fit(fold.train, valid=fold.valid)

@@ -73,19 +73,22 @@ class EpisodeSampler:
             sup, qry = split_rows(rows, k, keys)
             yield users, k, sup, qry
 
-    def poisson(self, rate: float, steps: int) -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray]]:
+    def poisson(self, rate: float, steps: int, rng: np.random.Generator | None = None
+                ) -> Iterator[tuple[np.ndarray, int, np.ndarray, np.ndarray]]:  # fmt: skip
         """`steps` meta-batches, each user joining each one independently with probability `rate`
-        (Poisson sampling: what the DP-SGD privacy accountant assumes; a batch may be empty)."""
+        (Poisson sampling: what the DP-SGD privacy accountant assumes; a batch may be empty). `rng`: the
+        draws' source (DP training passes one an attacker cannot replay); default the sampler's own."""
+        rng = self.rng if rng is None else rng
         n_items = self.ranks.shape[1]
         for _ in range(steps):
-            k = int(self.rng.choice(self.shots))
-            users = self.users[self.rng.random(len(self.users)) < rate]
+            k = int(rng.choice(self.shots))
+            users = self.users[rng.random(len(self.users)) < rate]
             users = users[self.counts[users] >= k + self.min_query]
             if len(users) == 0:
                 empty = np.zeros((0, n_items), np.float32)
                 yield users, k, empty, empty
                 continue
             rows = self.ranks[users]
-            keys = rows.data if self.support == "earliest" else self.rng.random(rows.nnz)
+            keys = rows.data if self.support == "earliest" else rng.random(rows.nnz)
             sup, qry = split_rows(rows, k, keys)
             yield users, k, sup, qry

@@ -177,10 +177,14 @@ class Recommender(ABC):
     def _load_state(self, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         return None
 
+    def _train_to_save(self) -> sp.csr_matrix:
+        """The training matrix as the artefact stores it (known users' histories, for serving them)."""
+        return self.train_matrix_
+
     def state_dict(self) -> ModelState:
         self._check_fitted()
         arrays, extra = self._state()
-        pack_csr("train", self.train_matrix_, arrays)
+        pack_csr("train", self._train_to_save(), arrays)
         return ModelState(arrays, {**extra, "fit_info": self.fit_info_})
 
     def load_state_dict(self, state: ModelState) -> Self:

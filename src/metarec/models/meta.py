@@ -168,25 +168,42 @@ class MetaRecommender(Recommender):
         if self.federated is not None:
             self._federated_config()
 
+    def _private_problems(self) -> list[str]:
+        """Settings that would carry training users' data into the weights or the artefact around the
+        privacy mechanism (fitted on the interactions without noise, or stored per training user)."""
+        from metarec.features import DistilledSource, KGSource
+
+        out = []
+        if not build_algorithm(self.algorithm).episodic:
+            out.append(f"algorithm {self.algorithm!r} learns a vector per training user (it would publish them): "
+                       "use maml, fomaml, metasgd or reptile")  # fmt: skip
+        if self.item_warmup:
+            out.append("item_warmup trains a second phase on every user's history without noise: set it to 0")
+        if self.objective != "ranking":
+            out.append("objective 'rating' starts from the items' mean ratings: use objective = 'ranking'")
+        if self.user_features:
+            out.append("user_features are tables of the training users, stored with the weights: drop them")
+        for s in self._item_tower().sources:
+            where = f"item_features.{s.name}"
+            if isinstance(s, TextSource) and ("{reviews" in s.template or s.tune is not None):
+                out.append(f"{where} reads training interactions' reviews or tunes the encoder on them")
+            elif isinstance(s, DistilledSource) or (isinstance(s, KGSource) and s.interactions):
+                out.append(f"{where} is fitted on the training interactions")
+        return out
+
     def _federated_config(self) -> Any:
         from pydantic import ValidationError
 
         from metarec.privacy.federated import FederatedConfig
 
         try:
-            cfg = FederatedConfig(**self.federated) if isinstance(self.federated, dict) else self.federated
+            cfg = FederatedConfig.model_validate(self.federated)
         except ValidationError as exc:
-            raise ConfigError(f"federated: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']} (keys: clients, "
-                              "rounds, local_epochs, fraction_train, client_cpus)") from None  # fmt: skip
-        reasons = []
-        if not build_algorithm(self.algorithm).episodic:
-            reasons.append(f"algorithm {self.algorithm!r} learns a vector per training user on the server")
+            raise ConfigError(f"federated: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']} (a table with keys: "
+                              "clients, rounds, local_epochs, fraction_train, client_cpus)") from None  # fmt: skip
+        reasons = self._private_problems()
         if self.dp is not None:
             reasons.append("dp: DP on the clients' updates is not built yet (drop one of them)")
-        if self.item_warmup:
-            reasons.append("item_warmup: its second phase reads every user's history centrally")
-        if self.objective != "ranking":
-            reasons.append("objective 'rating' starts from the items' mean ratings (central data)")
         if reasons:
             raise ConfigError("federated training cannot run with " + "; ".join(reasons))
         return cfg
@@ -197,20 +214,14 @@ class MetaRecommender(Recommender):
         from metarec.privacy.dp import DPConfig
 
         try:
-            cfg = DPConfig(**self.dp) if isinstance(self.dp, dict) else DPConfig.model_validate(self.dp)
+            cfg = DPConfig.model_validate(self.dp)
         except ValidationError as exc:
             raise ConfigError(f"dp: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']} (keys: epsilon, delta, "
-                              "max_grad_norm, max_noise_multiplier)") from None  # fmt: skip
-        reasons = []
-        if not build_algorithm(self.algorithm).episodic:
-            reasons.append(f"algorithm {self.algorithm!r} learns a vector per training user (it would publish them): "
-                           "use maml, fomaml, metasgd or reptile")  # fmt: skip
+                              "max_grad_norm, max_noise_multiplier, prior_noise_multiplier, prior_max_items, "
+                              "reproducible)") from None  # fmt: skip
+        reasons = self._private_problems()
         if self.negatives:
             reasons.append("negatives > 0 picks the columns from the batch's own items: set negatives = 0")
-        if self.item_warmup:
-            reasons.append("item_warmup trains a second phase on every user without noise: set item_warmup = 0")
-        if self.objective != "ranking":
-            reasons.append("objective 'rating' starts from the items' mean ratings: use objective = 'ranking'")
         if reasons:
             raise ConfigError("dp (user-level DP-SGD) cannot run with " + "; ".join(reasons))
         return cfg
@@ -281,7 +292,10 @@ class MetaRecommender(Recommender):
                                self.tasks_per_epoch)  # fmt: skip
             # which items were used, and how often, is the users' data: a noisy release (or a flat start)
             counts = plan.popularity(base.matrix(), self.seed)
-            step, wrap = PrivateStep(step, plan), plan.wrap_optimizer(self.meta_batch, self.seed)
+            if any(type(cb).__name__ == "Checkpoint" for cb in self._callbacks):
+                raise ConfigError("dp training cannot resume from checkpoints (the accountant would miss the "
+                                  "earlier steps and the noise would repeat): drop --checkpoint-dir")  # fmt: skip
+            step, wrap = PrivateStep(step, plan, self.seed), plan.wrap_optimizer(self.meta_batch, self.seed)
         if self.federated is not None:  # the server never sees which items were used, nor how often
             counts = np.ones(train.n_items)
         # items unseen in training have no residual (in private training every item has: which were seen is private)
@@ -307,6 +321,8 @@ class MetaRecommender(Recommender):
         callbacks = [early, *self._callbacks, History(self.verbose)]
         trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks, wrap_optimizer=wrap)
         result = trainer.fit(step)
+        if plan is not None:
+            step.release()
         if self.item_warmup:
             self._train_warmup(train, launch, revealed)
         for d in (self.theta_, self.lrs_, self.extra_):
@@ -362,13 +378,16 @@ class MetaRecommender(Recommender):
         """`epochs` epochs of meta-training of the current weights on every user of `train` (no held-out
         users, no early stopping): a federated client's round, through the one training loop. Returns
         the last epoch's mean loss."""
-        self.seed = seed  # this round's draws of tasks and dropout (a client-local copy of the model)
+        own_seed, self.seed = self.seed, seed  # this round's draws of tasks and dropout
         for k, v in self._trained().items():
             v.requires_grad_(not k.startswith("lr.") or self.algorithm_.learns_inner_lr)
-        step = _MetaStep(self, train, None, hold_out=False)
-        result = Trainer(epochs, self.lr, self.weight_decay).fit(step)
-        for v in self._trained().values():
-            v.requires_grad_(False)
+        try:
+            step = _MetaStep(self, train, None, hold_out=False)
+            result = Trainer(epochs, self.lr, self.weight_decay).fit(step)
+        finally:
+            self.seed = own_seed
+            for v in self._trained().values():
+                v.requires_grad_(False)
         return float(result.history[-1]["loss"]) if result.history else float("nan")
 
     def _adapt_all(self, history: sp.csr_matrix, chunk: int = 512) -> Params:
@@ -630,6 +649,14 @@ class MetaRecommender(Recommender):
         """Every trained tensor under its artefact name (the training loop snapshots the same dict)."""
         return {**{f"theta.{k}": v for k, v in self.theta_.items()}, **{f"lr.{k}": v for k, v in self.lrs_.items()},
                 **{f"extra.{k}": v for k, v in self.extra_.items()}}  # fmt: skip
+
+    def _train_to_save(self) -> sp.csr_matrix:
+        """A private model (dp / federated) stores no training histories: the artefact would otherwise hand
+        out the very data the mechanism protects. Its training users are served from their events in the
+        service's database, like any other user."""
+        if self.dp is None and self.federated is None:
+            return self.train_matrix_
+        return sp.csr_matrix(self.train_matrix_.shape, dtype=self.train_matrix_.dtype)
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         for tower in (self.items_, self.users_):

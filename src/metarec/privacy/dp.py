@@ -15,6 +15,7 @@ events until deletion).
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,6 +44,11 @@ class DPConfig(BaseModel):
         description="noise of the one release of item popularity that starts the item biases, "
         "relative to prior_max_items ** 0.5; 0 = no release, a flat start",
     )
+    reproducible: bool = Field(
+        default=False,
+        description="draw the noise and the batches from the model's seed (repeatable runs for research); anyone "
+        "with the artefact (which records the seed) can then replay them, which voids the guarantee against them",
+    )
     prior_max_items: int = Field(
         default=50,
         ge=1,
@@ -63,7 +69,8 @@ class PrivacyPlan:
         self.delta = config.delta if config.delta is not None else 1.0 / n_users
         if self.delta > 1.0 / n_users:
             raise ConfigError(f"dp.delta = {self.delta:g} is above 1 / users = {1 / n_users:g}: a mechanism may "
-                              "then publish one user's history outright; lower it or leave it unset")  # fmt: skip
+                              "then publish a user's history outright; set it well below (1 / users is the "
+                              "loosest accepted value and the default)")  # fmt: skip
         self.sample_rate = min(1.0, batch / n_users)
         per_epoch = (tasks_per_epoch or n_users) / batch
         self.steps_per_epoch = max(1, round(per_epoch))
@@ -73,14 +80,14 @@ class PrivacyPlan:
         hint = (f"{n_users} users, {epochs} epochs x {self.steps_per_epoch} steps, batch {batch} (q = "
                 f"{self.sample_rate:.3g}), delta = {self.delta:.3g}: raise dp.epsilon, train on more users, "
                 "or run fewer epochs")  # fmt: skip
-        if self.steps == 0:
-            self.noise_multiplier = 0.0
-            return
         prior = config.prior_noise_multiplier
+        self.noise_multiplier = 0.0
         if prior and self._epsilon(math.inf, prior) >= eps:
             raise ConfigError(f"the popularity release alone (dp.prior_noise_multiplier = {prior:g}) spends "
                               f"epsilon >= {eps:g}: raise dp.prior_noise_multiplier, or set it to 0 for a flat "
                               "start")  # fmt: skip
+        if self.steps == 0:
+            return
         try:
             sigma = self._solve(eps)
         except ValueError as exc:
@@ -122,6 +129,11 @@ class PrivacyPlan:
                 low = mid
         return high
 
+    def seed(self, seed: int, offset: int) -> int:
+        """The seed of one of the run's random streams: from the model's seed only when `reproducible`,
+        else from the operating system's CSPRNG (nothing in the artefact lets anyone replay the noise)."""
+        return seed + offset if self.config.reproducible else secrets.randbits(63)
+
     def popularity(self, matrix: Any, seed: int) -> np.ndarray:
         """Item counts released once with the Gaussian mechanism: each user's row is scaled to L2 norm at
         most sqrt(prior_max_items) (their sensitivity), noise N(0, (prior_noise_multiplier * that)^2) is
@@ -133,7 +145,7 @@ class PrivacyPlan:
         per_user = np.diff(matrix.indptr)
         scale = np.minimum(1.0, np.sqrt(cap / np.maximum(per_user, 1)))
         counts = np.asarray((matrix > 0).T @ scale).ravel()
-        rng = np.random.default_rng(seed + 7717)
+        rng = np.random.default_rng(self.seed(seed, 7717))
         return np.maximum(counts + rng.normal(0.0, prior * math.sqrt(cap), n_items), 0.0)
 
     def wrap_optimizer(self, batch: int, seed: int) -> Any:
@@ -145,7 +157,7 @@ class PrivacyPlan:
         self.accountant = RDPAccountant()
 
         def wrap(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
-            gen = torch.Generator().manual_seed(seed + 4099)
+            gen = torch.Generator().manual_seed(self.seed(seed, 4099))
             dp = DPOptimizer(opt, noise_multiplier=self.noise_multiplier, max_grad_norm=self.config.max_grad_norm,
                              expected_batch_size=batch, generator=gen)  # fmt: skip
             dp.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate))
@@ -163,6 +175,7 @@ class PrivacyPlan:
             acc.history = list(self.accountant.history) + ([(prior, 1.0, 1)] if prior else [])
             eps = float(acc.get_epsilon(self.delta)) if acc.history else 0.0
         return {"epsilon": eps, "delta": self.delta, "target_epsilon": self.config.epsilon,
+                "reproducible": self.config.reproducible,
                 "prior_noise_multiplier": prior, "noise_multiplier": self.noise_multiplier,
                 "max_grad_norm": self.config.max_grad_norm, "sample_rate": self.sample_rate, "steps": float(steps),
                 "users": float(self.n_users)}  # fmt: skip
@@ -172,23 +185,35 @@ class PrivateStep:
     """Wraps the meta-model's training step for DP-SGD: Poisson-sampled batches, and a `backward` that
     stores each task's gradient where Opacus' optimiser reads it (`p.grad_sample`)."""
 
-    def __init__(self, step: Any, plan: PrivacyPlan) -> None:
+    def __init__(self, step: Any, plan: PrivacyPlan, seed: int) -> None:
         self.step, self.plan = step, plan
+        self.rng = np.random.default_rng(plan.seed(seed, 0))  # which users join which step: secret too
 
     def __getattr__(self, name: str) -> Any:  # parameters, state, load_state, after_update, valid, ...
         return getattr(self.step, name)
 
     def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for users, _, sup, qry in self.step.sampler.poisson(self.plan.sample_rate, self.plan.steps_per_epoch):
+        sampler = self.step.sampler
+        for users, _, sup, qry in sampler.poisson(self.plan.sample_rate, self.plan.steps_per_epoch, self.rng):
             yield users, sup, qry
 
-    def backward(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray], index: int, epoch: int) -> float:
+    def backward(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray], index: int, epoch: int) -> None:
+        """Per-task gradients into `p.grad_sample`. Returns no loss: the batch's loss is computed from the
+        users' data without noise, so it is not published (history, TensorBoard and MLflow show none)."""
         named = self.step.named_parameters()
         if len(batch[0]) == 0:  # an empty Poisson batch: no gradient, the optimiser still adds its noise
             for p in named.values():
                 p.grad_sample = torch.zeros((0, *p.shape))
-            return math.nan
-        grads, losses = self.step.task_grads(batch, index, epoch)
+            return None
+        grads, _ = self.step.task_grads(batch, index, epoch)
         for name, p in named.items():
             p.grad_sample = grads[name]
-        return float(losses.mean())
+        return None
+
+    def release(self) -> None:
+        """Drop what Opacus leaves on the trained tensors (per-task gradients: batch x parameters)."""
+        for p in self.step.named_parameters().values():
+            p.grad = None
+            for attr in ("grad_sample", "summed_grad"):
+                if hasattr(p, attr):
+                    delattr(p, attr)

@@ -15,6 +15,7 @@ reads its users from its own file in a private temporary folder, as a device rea
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import tempfile
 import time
@@ -97,11 +98,15 @@ def train_federated(model: MetaRecommender, train: Dataset, users: np.ndarray, v
     users in `users` are split among them. `valid_score()` scores the model's current weights on the
     server's meta-valid users. Leaves the best round's weights in the model; returns the run's log."""
     require("flwr", "privacy")
+    import ray
     from flwr.app import ArrayRecord, Context, MetricRecord, RecordDict
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
 
+    if ray.is_initialized():  # Flower's Ray backend shuts Ray down when it ends, whoever started it
+        raise ConfigError("federated training starts its own Ray runtime (Flower's simulation) and stops it after: "
+                          "run it outside a Ray session ([distributed] backend = 'local')")  # fmt: skip
     if len(users) < config.clients:
         raise ConfigError(f"federated.clients = {config.clients} but only {len(users)} training users: every "
                           "client needs users")  # fmt: skip
@@ -128,6 +133,7 @@ def train_federated(model: MetaRecommender, train: Dataset, users: np.ndarray, v
             return MetricRecord({"valid_ndcg@10": score})
 
         def sum_bytes(records: list[RecordDict], key: str) -> MetricRecord:
+            # FedAvg drops failed clients' replies silently: count them, a short round fails the fit below
             ms = [next(iter(r.metric_records.values())) for r in records]
             up = [float(m["bytes-up"]) for m in ms]  # type: ignore[arg-type]
             down = [float(m["bytes-down"]) for m in ms]  # type: ignore[arg-type]
@@ -148,14 +154,24 @@ def train_federated(model: MetaRecommender, train: Dataset, users: np.ndarray, v
 
         t0 = time.perf_counter()
         backend: dict[str, Any] = {"client_resources": {"num_cpus": config.client_cpus, "num_gpus": 0.0}}
-        run_simulation(server_app=server, client_app=_client_app(folder, config.local_epochs, seed),
-                       num_supernodes=config.clients, backend_config=backend)  # fmt: skip
-    if len(log["rounds"]) < config.rounds + 1:
-        done = max(0, len(log["rounds"]) - 1)
-        raise MetarecError(f"federated training stopped after {done} of {config.rounds} rounds (a client failed; "
-                           "Flower's log above says why)")  # fmt: skip
-    model.set_weights(best)
+        saved_path = os.environ.get("PYTHONPATH")  # Flower's Ray backend rewrites it for its workers
+        try:
+            run_simulation(server_app=server, client_app=_client_app(folder, config.local_epochs, seed),
+                           num_supernodes=config.clients, backend_config=backend)  # fmt: skip
+        except Exception as exc:
+            raise MetarecError(f"federated training failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if saved_path is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved_path
+    asked = max(1, round(config.fraction_train * config.clients))
     traffic = log.get("traffic", [])
+    short = [i + 1 for i, t in enumerate(traffic) if t["clients"] < asked]
+    if len(traffic) < config.rounds or short:
+        raise MetarecError(f"federated training lost clients: {len(traffic)} of {config.rounds} rounds aggregated, "
+                           f"rounds with failed clients: {short or 'none'} (Flower's log above says why)")  # fmt: skip
+    model.set_weights(best)
     log["bytes_per_client_round"] = {"down": float(np.mean([np.mean(t["bytes_down"]) for t in traffic])),
                                      "up": float(np.mean([np.mean(t["bytes_up"]) for t in traffic]))}  # fmt: skip
     log["seconds"] = time.perf_counter() - t0

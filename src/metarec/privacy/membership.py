@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from metarec.errors import MetarecError
 from metarec.meta.scorer import multinomial_nll
 from metarec.meta.tasks import split_rows
 
@@ -31,7 +32,9 @@ def user_losses(model: Any, ranks: sp.csr_matrix, k: int = 5, chunk: int = 256) 
         rows = ok[s : s + chunk]
         sub = ranks[rows]
         sup, qry = split_rows(sub, k, sub.data)
-        state = model.fold_in(sp.csr_matrix(sup))
+        # a sequence-aware model reads the support's time positions, as it is served
+        hist = sup * sub.toarray() if getattr(model, "reads_order", False) else sup
+        state = model.fold_in(sp.csr_matrix(hist))
         logits = torch.from_numpy(np.asarray(model.score_state(state), np.float32))
         loss = multinomial_nll(logits, torch.from_numpy(qry), exclude=torch.from_numpy(sup))
         out[rows] = loss.numpy()
@@ -45,6 +48,9 @@ def loss_threshold_auc(model: Any, members: sp.csr_matrix, non_members: sp.csr_m
 
     a, b = user_losses(model, members, k), user_losses(model, non_members, k)
     a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if not len(a) or not len(b):
+        raise MetarecError(f"the membership attack needs users with more than k = {k} items on both sides: "
+                           f"{len(a)} members, {len(b)} non-members have them")  # fmt: skip
     labels = np.r_[np.ones(len(a)), np.zeros(len(b))]
     auc = float(roc_auc_score(labels, -np.r_[a, b]))
     return {"auc": auc, "members": len(a), "non_members": len(b), "member_loss": float(a.mean()),

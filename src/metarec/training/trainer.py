@@ -5,7 +5,8 @@ are trained, how an epoch is cut into batches and what a batch's loss is. That s
 a wrapper replace the optimiser (DP-SGD: Opacus wraps it; `wrap_optimizer`) and a distributed worker
 run the same `step` on its shard, without touching the model. A step that computes its own gradients
 (per-task gradients for DP-SGD, `privacy.dp.PrivateStep`) defines `backward(batch, index, epoch)`, which
-fills them and returns the batch's loss; the loop then calls it instead of `loss(...).backward()`.
+fills them and returns the batch's loss (or None: not to be published); the loop then calls it instead of
+`loss(...).backward()`.
 """
 
 from __future__ import annotations
@@ -107,15 +108,14 @@ class Trainer:
         own_backward = getattr(step, "backward", None)
         for index, batch in enumerate(step.batches(epoch)):
             self.optimizer.zero_grad()
-            if own_backward is not None:
-                value = float(own_backward(batch, index, epoch))
+            if own_backward is not None:  # returns the loss, or None where it must not be published (DP)
+                value = own_backward(batch, index, epoch)
             else:
                 loss = step.loss(batch, index, epoch)
                 loss.backward()
                 value = loss.item()
             self.optimizer.step()
             step.after_update()
-            losses.append(value)
-        # a batch may have no loss (an empty Poisson-sampled batch of DP-SGD returns NaN)
-        seen = [v for v in losses if not np.isnan(v)]
-        return float(np.mean(seen)) if seen else float("nan")
+            if value is not None:
+                losses.append(float(value))
+        return float(np.mean(losses)) if losses else float("nan")
