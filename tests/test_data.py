@@ -288,3 +288,35 @@ def test_parquet_folders_and_json_lines_read_like_csv(tmp_path):
     (tmp_path / "csvparts" / "a.csv").write_text("user_id,item_id\n1,a\n")
     with pytest.raises(DataError, match="read by Ray Data only"):
         tabular.load(tmp_path / "csvparts")
+
+
+def test_domain_column_from_interactions_or_items_file(tmp_path):
+    (tmp_path / "i.csv").write_text("uid,sku,shelf\n1,a,films\n1,b,music\n2,a,films\n2,c,music\n")
+    ds = tabular.load(tmp_path / "i.csv", columns={"user": "uid", "item": "sku", "domain": "shelf"})
+    assert dict(zip(ds.items["item_id"], ds.item_domains(), strict=True)) == {"a": "films", "b": "music", "c": "music"}
+    assert "domain" not in ds.interactions.columns  # an item's property, kept once in the item table
+    (tmp_path / "items.csv").write_text("sku,title,shelf\na,Alien,films\nb,Blue,music\nc,Calm,music\nd,Dune,films\n")
+    ds = tabular.load(tmp_path / "i.csv", tmp_path / "items.csv", columns={"user": "uid", "item": "sku",
+                                                                            "domain": "shelf"})  # fmt: skip
+    assert ds.item_domains().tolist() == ["films", "music", "music", "films"]  # the items file's order and rows
+    (tmp_path / "plain.csv").write_text("uid,sku\n1,a\n")
+    assert tabular.load(tmp_path / "plain.csv", columns={"user": "uid", "item": "sku"}).item_domains() is None
+
+
+@pytest.mark.parametrize(
+    ("rows", "items", "needle"),
+    [
+        ("1,a,films\n2,a,music\n", None, r"item 'a' is in domain 'films' on line 2 and 'music' on line 3"),
+        ("1,a,films\n2,b,\n", None, r"line 3, column 'shelf' is empty"),
+        ("1,a,films\n", "sku,shelf\na,music\n", r"puts item 'a' in domain 'films'.*in 'music'"),
+        ("1,a,films\n", "sku,shelf\na,\n", r"items.csv: line 2, column 'shelf' is empty"),
+        ("1,a,films\n", "sku,title\na,A\nb,B\n", r"1 items have no interactions and so no domain \(e.g. 'b'\)"),
+    ],
+)
+def test_malformed_domain_column_is_a_clear_error(tmp_path, rows, items, needle):
+    (tmp_path / "i.csv").write_text("uid,sku,shelf\n" + rows)
+    if items is not None:
+        (tmp_path / "items.csv").write_text(items)
+    with pytest.raises(DataError, match=needle):
+        tabular.load(tmp_path / "i.csv", None if items is None else tmp_path / "items.csv",
+                     columns={"user": "uid", "item": "sku", "domain": "shelf"})  # fmt: skip

@@ -701,3 +701,39 @@ def test_a_state_adapted_before_a_deletion_is_never_cached_after_it(client):
     client.post("/users", json={"id": "racer"}, headers=AUTH)
     assert client.get("/users/racer", headers=AUTH).json()["history"] == []
     assert not service._state("racer")[0].payload["seen"]
+
+
+@pytest.fixture(scope="module")
+def domain_artifact(tmp_path_factory, synth):
+    """A model of a catalogue with two domains: even topics and odd topics."""
+    import dataclasses
+
+    from metarec.models import build_model
+    from metarec.models.io import save_model
+
+    items = synth.items.assign(domain=np.where(synth.items["topic"].to_numpy() % 2 == 0, "even", "odd"))
+    ds = dataclasses.replace(synth, items=items)
+    features = {"text": {"template": "{title}. {description}"}, "id": {}}
+    model = build_model("meta", {"epochs": 4, "dim": 16, "item_features": features}).fit(ds)
+    return save_model(model, tmp_path_factory.mktemp("domains") / "m", ds), items["domain"].to_numpy()
+
+
+def test_recommend_within_a_domain_adapting_from_all(domain_artifact, tmp_path):
+    art, domain_of = domain_artifact
+    with TestClient(create_app(art, f"sqlite:///{tmp_path / 'd.db'}")) as c:
+        c.post("/users", json={"id": "eve"})
+        even = [x["id"] for x in c.get("/users/eve/recommendations", params={"k": 10, "domain": "even"}).json()]
+        assert len(even) == 10 and all(domain_of[int(i[1:])] == "even" for i in even)
+        odd_likes = [f"i{i}" for i in range(200) if domain_of[i] == "odd"][:8]
+        c.post("/users/eve/interactions", json={"events": [{"item": i, "kind": "like"} for i in odd_likes]})
+        recs = c.get("/users/eve/recommendations", params={"k": 10, "domain": "even"}).json()
+        assert {r["domain"] for r in recs} == {"even"}
+        assert [r["id"] for r in recs] != even  # what she did in the other domain moved her here too
+        odd = c.get("/users/eve/recommendations", params={"k": 10, "domain": "odd"}).json()
+        assert {r["domain"] for r in odd} == {"odd"} and not {r["id"] for r in odd} & set(odd_likes)
+        r = c.get("/users/eve/recommendations", params={"domain": "books"})
+        assert r.status_code == 422 and "'even', 'odd'" in r.json()["detail"][0]["msg"]
+        body = {"items": [{"id": "shelf-1", "title": "A new kind", "fields": {"domain": "books"}}]}
+        assert c.post("/items", json=body).status_code == 201
+        got = c.get("/users/eve/recommendations", params={"k": 5, "domain": "books"}).json()
+        assert [(r["id"], r["domain"]) for r in got] == [("shelf-1", "books")]

@@ -146,6 +146,10 @@ class Dataset:
                 out[col] = inter[col].to_numpy()
         return cls(name, out.reset_index(drop=True), items, users, kg)
 
+    def item_domains(self) -> np.ndarray | None:
+        """Each item's domain (the catalogue it belongs to: a loader's `domain` column), or None without one."""
+        return None if "domain" not in self.items.columns else self.items["domain"].astype(str).to_numpy()
+
     def with_interactions(self, interactions: pd.DataFrame, name: str | None = None) -> Dataset:
         """Same catalogue and id maps, other interactions (a split, a cleaned copy)."""
         return replace(self, interactions=interactions.reset_index(drop=True), name=name or self.name)

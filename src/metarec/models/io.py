@@ -56,6 +56,8 @@ def save_model(model: Recommender, out: str | Path, train: Dataset, config: dict
     ids: dict[str, Any] = {"item_ids": train.items["item_id"].tolist(), "user_ids": train.users["user_id"].tolist()}
     if "title" in train.items.columns:
         ids["item_titles"] = train.items["title"].astype(str).tolist()
+    if (domains := train.item_domains()) is not None:  # the service recommends within a domain
+        ids["item_domains"] = domains.tolist()
     ids["item_facts"] = item_facts(train.items)
     (out / "ids.json").write_text(json.dumps(ids))
     for fingerprint in sorted(_adapters(state.extra)):  # tuned text encoders travel with the model

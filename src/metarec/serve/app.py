@@ -73,6 +73,7 @@ class ItemOut(BaseModel):
     id: str
     title: str
     score: float
+    domain: str | None = None  # the catalogue the item belongs to, where the data names one
 
 
 class ErrorOut(BaseModel):
@@ -165,7 +166,7 @@ PRIVATE = WRITE  # a user's profile, history and recommendations (which name wha
 
 
 def item_out(service: RecommenderService, i: int, score: float) -> dict[str, Any]:
-    return {"id": service.item_ids[i], "title": service.titles[i], "score": score}
+    return {"id": service.item_ids[i], "title": service.titles[i], "score": score, "domain": service.domains[i]}
 
 
 def user_out(service: RecommenderService, user_id: str, limit: int, offset: int) -> dict[str, Any]:
@@ -268,11 +269,15 @@ def recommendations(
             description="true: nearest own items; llm: + one checked sentence (k at most 20)",
         ),
     ] = "false",
+    domain: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="only items of this domain (the user adapts from all)"),
+    ] = None,
 ) -> list[dict]:
     how: bool | str = "llm" if explain.lower() == "llm" else explain.lower() in ("true", "1", "yes", "on")
     if how == "llm" and k > MAX_LLM_K:  # one generation per item, in the request
         raise MetarecError(f"explain=llm writes one sentence per item: ask for k <= {MAX_LLM_K}")
-    recs = service.recommend(user_id, k, how)
+    recs = service.recommend(user_id, k, how, domain)
     return [
         {**item_out(service, r.item, r.score), "because_you_liked": r.because, "matched_profile_words": r.matched_words,
          "explanation": r.sentence, "explanation_source": r.sentence_source}

@@ -106,9 +106,22 @@ class ItemIndex:
         if self.hnsw is not None:  # hnswlib updates an existing label in place
             self.hnsw.add_items(vectors, ids)
 
-    def search(self, query: np.ndarray, k: int, exclude: set[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k ids and scores for one query vector, best first, skipping `exclude`."""
+    def search(self, query: np.ndarray, k: int, exclude: set[int] | None = None,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Top-k ids and scores for one query vector, best first, skipping `exclude`; `allowed` (ids):
+        among those only, scored exactly (a domain's items: a filter an ANN graph cannot apply)."""
         exclude = exclude or set()
+        if allowed is not None:
+            cand = np.asarray(allowed, np.int64)
+            if exclude:
+                cand = cand[~np.isin(cand, np.fromiter(exclude, np.int64, len(exclude)))]
+            k = min(k, len(cand))
+            if k <= 0:
+                return np.empty(0, np.int64), np.empty(0, np.float32)
+            scores = self.vectors[cand] @ np.asarray(query, dtype=np.float32)
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return cand[top], scores[top]
         k = min(k, self.size - len(exclude))
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)

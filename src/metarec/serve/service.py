@@ -85,6 +85,8 @@ class RecommenderService:
         self.profile_weight = profile_weight
         self.item_ids: list[str] = list(info["item_ids"])
         self.titles: list[str] = list(info.get("item_titles") or self.item_ids)
+        # each item's domain (the catalogue it belongs to); items added over the API name theirs in `fields`
+        self.domains: list[str | None] = list(info.get("item_domains") or [None] * len(self.item_ids))
         self.train_users = {u: i for i, u in enumerate(info["user_ids"])}
         self.facts: dict[str, list[str]] = info.get("item_facts") or {}  # column -> value per trained item
         self.explainer = self._explainer(llm, llm_threads) if llm else None
@@ -177,7 +179,9 @@ class RecommenderService:
             # the same records the add path embedded (rows from before migration 0002 kept only the title)
             records = pd.DataFrame([{"title": r.title, **json.loads(r.fields or "{}")} for r in added])
             rows = self._embed(records, [r.text for r in added])
-            self._index_new([r.id for r in added], [r.external_id for r in added], [r.title for r in added], *rows)
+            domains = [json.loads(r.fields or "{}").get("domain") for r in added]
+            self._index_new([r.id for r in added], [r.external_id for r in added], [r.title for r in added], *rows,
+                            domains=domains)  # fmt: skip
             self._warm_items({r.id for r in added})
 
     def _embed(self, records: pd.DataFrame, texts: list[str]
@@ -193,7 +197,7 @@ class RecommenderService:
         return (*self.model.new_item_vectors(records), vec, search)
 
     def _index_new(self, ids: list[int], external: list[str], titles: list[str], E: np.ndarray, b: np.ndarray,
-                   vec: np.ndarray, search: np.ndarray) -> None:  # fmt: skip
+                   vec: np.ndarray, search: np.ndarray, domains: list[str | None]) -> None:  # fmt: skip
         with self.lock:
             if ids[0] != len(self.item_ids):
                 raise MetarecError("item ids out of step with the index; restart the service")
@@ -203,6 +207,7 @@ class RecommenderService:
             self._text_rows.append(vec)
             self.item_ids.extend(external)
             self.titles.extend(titles)
+            self.domains.extend(domains)
 
     def add_items(self, items: list[dict]) -> list[str]:
         """Embed and index new items; they are recommendable at once (as cold items, from text)."""
@@ -229,7 +234,8 @@ class RecommenderService:
                 ids = list(range(start, start + len(items)))
                 s.add_all(Item(id=i, external_id=e, title=it["title"], text=t, fields=json.dumps(r))
                           for i, e, it, t, r in zip(ids, ext, items, texts, raw, strict=True))  # fmt: skip
-            self._index_new(ids, ext, [it["title"] for it in items], *embedded)
+            domains = [(it.get("fields") or {}).get("domain") for it in items]
+            self._index_new(ids, ext, [it["title"] for it in items], *embedded, domains=domains)
         return ext
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
@@ -470,15 +476,30 @@ class RecommenderService:
             return kept
 
     # ------------------------------------------------------------------ recommend
-    def recommend(self, external: str, k: int, explain: bool | str = False) -> list[Explained]:
+    def in_domain(self, domain: str) -> np.ndarray:
+        """Ids of the items in `domain`; an unknown domain is a clear 422 naming the ones there are."""
+        names = np.asarray([d if d is not None else "" for d in self.domains], dtype=object)
+        ids = np.flatnonzero(names == domain)
+        if not len(ids):
+            known = sorted({d for d in self.domains if d is not None})
+            have = ", ".join(map(repr, known[:20])) if known else ("no domains (the training data had no domain "
+                                                                   "column; items added over the API name theirs "
+                                                                   "in fields.domain)")  # fmt: skip
+            raise MetarecError(f"unknown domain {domain!r}; this catalogue has {have}")
+        return ids
+
+    def recommend(self, external: str, k: int, explain: bool | str = False,
+                  domain: str | None = None) -> list[Explained]:  # fmt: skip
         """Top-k for a user; `explain` True: nearest own items and profile words; "llm": also one
-        sentence per item written by the language model and checked against the data."""
+        sentence per item written by the language model and checked against the data. `domain`: only
+        items of that domain (the user is still adapted from everything they did, in every domain)."""
         if explain == "llm" and self.explainer is None:
             raise MetarecError("explain=llm needs a language model: start the service with --llm NAME "
                                "(e.g. --llm smollm2-135m after `metarec llm fetch`)")  # fmt: skip
         state, query = self._state(external)
         with self.lock:
-            ids, scores = self.index.search(query, k, exclude=state.payload["seen"])
+            allowed = None if domain is None else self.in_domain(domain)
+            ids, scores = self.index.search(query, k, exclude=state.payload["seen"], allowed=allowed)
         items = ids.tolist()
         why: list[tuple[list[int], list[str]]] = (self._explain(items, state.payload) if explain
                                                   else [([], [])] * len(items))  # fmt: skip

@@ -1,7 +1,9 @@
 """Generic CSV / Parquet / JSON-lines files (or folders of part files) with column mapping, for any catalogue.
 
 `columns` maps our names to the file's: {"user": "uid", "item": "sku", "rating": "stars",
-"timestamp": "ts", "split": "fold"}. A `split` column carries a predefined train/valid/test split.
+"timestamp": "ts", "split": "fold", "domain": "catalogue"}. A `split` column carries a predefined
+train/valid/test split. A `domain` column (in the interactions, the items file or both) names the catalogue
+each item belongs to (films, music, books): it becomes the item table's `domain`, one per item.
 """
 
 from __future__ import annotations
@@ -120,6 +122,56 @@ def _rename(df: pd.DataFrame, mapping: dict[str, str], required: list[str], path
     return df.rename(columns={v: k for k, v in mapping.items() if v in df.columns})
 
 
+def _item_domains(inter: pd.DataFrame, item_df: pd.DataFrame | None, column: str, inter_path: str,
+                  items_path: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:  # fmt: skip
+    """Move a `domain` column of the interactions into the item table and check it: every item has exactly
+    one domain, no cell is empty, and the two files agree where both name it."""
+    if "domain" not in inter.columns and (item_df is None or "domain" not in item_df.columns):
+        return inter, item_df
+    found = None
+    if "domain" in inter.columns:
+        dom = inter["domain"].astype(str).str.strip()
+        empty = (dom == "") | inter["domain"].isna().to_numpy()
+        if empty.any():
+            raise DataError(f"{inter_path}: line {int(np.argmax(empty)) + 2}, column '{column}' is empty: every "
+                            "row needs its item's domain (or drop the column)")  # fmt: skip
+        pairs = pd.DataFrame({"item_id": inter["item_id"].astype(str), "domain": dom})
+        found = pairs.drop_duplicates()
+        two = found["item_id"].duplicated(keep=False)
+        if two.any():
+            item = found["item_id"][two].iloc[0]
+            names = found["domain"][found["item_id"] == item].tolist()[:2]
+            lines = [int(np.argmax(((pairs["item_id"] == item) & (pairs["domain"] == n)).to_numpy())) + 2
+                     for n in names]  # fmt: skip
+            raise DataError(f"{inter_path}: item {item!r} is in domain {names[0]!r} on line {lines[0]} and "
+                            f"{names[1]!r} on line {lines[1]}: an item belongs to one domain")  # fmt: skip
+        inter = inter.drop(columns="domain")
+    if item_df is None:
+        return inter, found
+    if "domain" in item_df.columns:
+        dom = item_df["domain"].astype(str).str.strip()
+        empty = (dom == "") | item_df["domain"].isna().to_numpy()
+        if empty.any():
+            raise DataError(f"{items_path}: line {int(np.argmax(empty)) + 2}, column '{column}' is empty: "
+                            "every item needs a domain (or drop the column)")  # fmt: skip
+        item_df = item_df.assign(domain=dom)
+        if found is not None:
+            both = found.merge(item_df[["item_id", "domain"]].astype(str), on="item_id", suffixes=("", "_file"))
+            differ = both["domain"] != both["domain_file"]
+            if differ.any():
+                row = both[differ].iloc[0]
+                raise DataError(f"{inter_path} puts item {row['item_id']!r} in domain {row['domain']!r}, "
+                                f"{items_path} in {row['domain_file']!r}: make them agree")  # fmt: skip
+        return inter, item_df
+    assert found is not None
+    merged = item_df.assign(item_id=item_df["item_id"].astype(str)).merge(found, on="item_id", how="left")
+    if merged["domain"].isna().any():
+        item = merged["item_id"][merged["domain"].isna()].iloc[0]
+        raise DataError(f"{items_path}: {int(merged['domain'].isna().sum())} items have no interactions and so "
+                        f"no domain (e.g. {item!r}): add a '{column}' column to the items file")  # fmt: skip
+    return inter, merged
+
+
 def load(
     interactions: str | Path,
     items: str | Path | None = None,
@@ -137,6 +189,7 @@ def load(
         "rating": "rating",
         "timestamp": "timestamp",
         "split": "split",
+        "domain": "domain",
     }
     cols.update(columns or {})
     inter = read_table(interactions, sep, encoding)
@@ -182,4 +235,7 @@ def load(
         key = user_id_column or cols["user"]
         user_df = _rename(user_df, {"user_id": key}, ["user_id"], str(users)).rename(columns={key: "user_id"})
         user_df = _numbers(user_df, "user_id")
+    if item_df is not None and cols["domain"] in item_df.columns and cols["domain"] != "domain":
+        item_df = item_df.rename(columns={cols["domain"]: "domain"})
+    inter, item_df = _item_domains(inter, item_df, cols["domain"], str(interactions), str(items))
     return Dataset.from_frames(name or Path(interactions).stem, inter, item_df, user_df, source=str(interactions))
