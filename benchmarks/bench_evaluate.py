@@ -28,6 +28,7 @@ DEFAULT = [
     "configs/ml-100k-text.toml",  # the LM as an encoder also needs `metarec llm fetch`
     "configs/amazon-mi-text.toml",
     "configs/ml-100k-kg.toml",  # the knowledge graph (PyKEEN embeddings, facts as text, CKE)
+    "configs/ml-100k-bridge.toml",  # bridge users: source history vs none, target domain only
     "configs/ml-100k-next-item.toml",  # SASRec / GRU4Rec, leave-last-out, 3 seeds
     "configs/amazon-mi-next-item.toml",
     "configs/ml-100k-cold-user-seq.toml",  # cold users: with / without KG, the sequence-aware set encoder

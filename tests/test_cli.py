@@ -187,3 +187,22 @@ def test_query_set_protocol_runs_from_an_exported_csv_split(tmp_path):
     assert 0 < ndcg["random"] < ndcg["itemmean"] <= 1, ndcg
     res = runner.invoke(app, ["data", "split", "synthetic", "--out", str(out), "--protocol", "warm"])
     assert res.exit_code == 2 and "query-set" in res.output
+
+
+def test_evaluate_bridge_protocol_reports_both_task_variants(tmp_path):
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(
+        '[dataset]\nsource = "synthetic"\nn_users = 300\nn_items = 200\nseed = 0\n'
+        "[protocols.bridge]\nshots = [0, 2]\nn_folds = 2\nmin_source = 3\n"
+        'partition = { column = "topic", target = [0, 1] }\n'
+        "[evaluation]\nks = [10]\n[models.popularity]\n[models.itemknn]\nneighbours = 50\n"
+    )
+    res = runner.invoke(app, ["evaluate", "-c", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "runs").iterdir()
+    r = json.loads((run / "results.json").read_text())["results"]
+    assert {"bridge@0", "bridge-target-only@0", "bridge@2", "bridge-target-only@2"} <= set(r)
+    knn = {lab: r[lab]["itemknn"]["metrics"]["ndcg@10"]["mean"] for lab in ("bridge@0", "bridge-target-only@0")}
+    assert knn["bridge@0"] > 2 * knn["bridge-target-only@0"]  # the source history is what item-KNN reads at k = 0
+    pop = {lab: r[lab]["popularity"]["metrics"]["ndcg@10"]["mean"] for lab in ("bridge@2", "bridge-target-only@2")}
+    assert pop["bridge@2"] == pytest.approx(pop["bridge-target-only@2"])  # same users, same queries

@@ -174,3 +174,52 @@ def test_earliest_without_timestamps_warns_and_says_what_it_uses():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RowOrderWarning)
         list(cold_user(timed, shots=[1], n_folds=2, valid_ratio=0.0, support="earliest"))
+
+
+def _two_domains(synth):
+    import dataclasses
+
+    parity = np.where(synth.items["topic"].to_numpy() % 2 == 0, "even", "odd")
+    return dataclasses.replace(synth, items=synth.items.assign(domain=parity))
+
+
+def test_bridge_users_keep_their_source_history_and_are_cold_in_the_target(synth):
+    from metarec.data.splits import bridge
+
+    ds = _two_domains(synth)
+    dom = ds.item_domains()
+    odd = np.flatnonzero(dom == "odd")
+    folds = list(bridge(ds, source="even", target="odd", shots=[0, 2], n_folds=3, min_source=3, seed=1))
+    tested = np.concatenate([f.tasks[0].users for f in folds])
+    assert len(tested) == len(set(tested)) > 30  # each bridge user is tested once
+    for f in folds:
+        train = f.train.interactions
+        test_users = f.tasks[0].users
+        mine = train[train[USER].isin(test_users)]
+        assert len(mine) and set(dom[mine[ITEM]]) == {"even"}  # source history kept, target history gone
+        assert not train[USER].isin(f.valid_users).any() and set(dom[f.valid[ITEM]]) == {"odd"}
+        by = {(t.protocol, t.k): t for t in f.tasks}
+        for k in (0, 2):
+            with_src, only = by[("bridge", k)], by[("bridge-target-only", k)]
+            assert np.array_equal(with_src.users, only.users) and with_src.query.equals(only.query)
+            assert set(dom[with_src.query[ITEM]]) == {"odd"} and np.array_equal(with_src.candidates, odd)
+            assert not with_src.candidates_cold and with_src.cold_users
+            assert len(only.support) == k * len(only.users)
+            assert set(dom[with_src.support[ITEM]]) == ({"even"} if k == 0 else {"even", "odd"})
+
+
+def test_bridge_domains_from_a_declared_partition_and_clear_errors(synth):
+    from metarec.data.splits import bridge, item_domains
+
+    dom = item_domains(synth, {"column": "topic", "target": [0]})
+    assert set(dom[synth.items["topic"].to_numpy() == 0]) == {"target"} and (dom == "source").sum() > 0
+    fold = next(bridge(synth, partition={"column": "topic", "target": [0, 1]}, shots=[1], n_folds=2, min_source=2))
+    assert {t.label for t in fold.tasks} == {"bridge@1", "bridge-target-only@1"}
+    with pytest.raises(ConfigError, match="needs item domains"):
+        next(bridge(synth))
+    with pytest.raises(ConfigError, match=r"no domain 'films'; the items' domains are \['even', 'odd'\]"):
+        next(bridge(_two_domains(synth), source="films", target="odd"))
+    with pytest.raises(ConfigError, match="no column 'genre'"):
+        next(bridge(synth, partition={"column": "genre", "target": ["x"]}))
+    with pytest.raises(ConfigError, match="needs column and target"):
+        next(bridge(synth, partition={"column": "topic"}))

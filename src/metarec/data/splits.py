@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ import scipy.sparse as sp
 from metarec.data.schema import ITEM, RATING, USER, Dataset, time_columns
 from metarec.errors import ConfigError
 
-PROTOCOLS = ("warm", "next-item", "cold-user", "cold-item", "cold-both", "query-set", "predefined")
+PROTOCOLS = ("warm", "next-item", "cold-user", "cold-item", "cold-both", "query-set", "predefined", "bridge")
 RANK_WITHIN = ("catalogue", "query", "test-items")
 
 
@@ -33,6 +34,7 @@ class EvalTask:
     query: pd.DataFrame  # held-out interactions: the ground truth
     n_items: int
     candidates: np.ndarray | None = None  # restrict ranking to these items (cold-item); None = catalogue
+    candidates_cold: bool = True  # the candidates are unseen in training (cold-item); False: a domain's items
     cold_users: bool = False  # users unseen in training: models must fold them in from `support`
     explicit: bool = False  # MeLU protocol: predict / order the query ratings instead of ranking the catalogue
     within_query: bool = False  # rank each user's query items among themselves only (query-set protocol)
@@ -407,6 +409,95 @@ def _predefined_fold(ds: Dataset, column: str, role: str | None, rank_within: st
     return Fold(protocol, fold, ds.with_interactions(train), valid_users, tasks=[task], valid=valid)
 
 
+def item_domains(ds: Dataset, partition: dict[str, Any] | None = None) -> np.ndarray:
+    """Each item's domain: the data's `domain` column, or a declared partition of one item column,
+    `{column = "genres", target = ["Comedy", "Romance"]}`: items with any of those values (tokens split
+    on `sep`, default whitespace or '|') are domain "target", the rest "source"."""
+    if partition is None:
+        dom = ds.item_domains()
+        if dom is None:
+            raise ConfigError("the bridge protocol needs item domains: a 'domain' column in the data, or "
+                              "partition = {column = 'genres', target = ['Comedy']} in [protocols.bridge]")  # fmt: skip
+        return dom
+    bad = set(partition) - {"column", "target", "sep"}
+    if bad or "column" not in partition or not partition.get("target"):
+        raise ConfigError(f"protocols.bridge.partition: needs column and target (a list of values), optional sep; "
+                          f"got {sorted(partition)}")  # fmt: skip
+    column = partition["column"]
+    if column not in ds.items.columns:
+        raise ConfigError(f"protocols.bridge.partition: the items have no column {column!r}; they have "
+                          f"{sorted(map(str, ds.items.columns))}")  # fmt: skip
+    sep = partition.get("sep")
+    wanted = {str(v) for v in partition["target"]}
+    tokens = ds.items[column].fillna("").astype(str).str.split(sep if sep else r"[\s|]+", regex=not sep)
+    hit = tokens.map(lambda ts: bool(wanted & set(ts))).to_numpy(bool)
+    if not hit.any():
+        raise ConfigError(f"protocols.bridge.partition: no item has {sorted(wanted)} in {column!r}")
+    return np.where(hit, "target", "source").astype(object)
+
+
+def bridge(
+    ds: Dataset,
+    source: str = "source",
+    target: str = "target",
+    shots: list[int] = (0, 1, 3, 5),  # type: ignore[assignment]
+    n_folds: int = 5,
+    valid_ratio: float = 0.1,
+    min_source: int = 5,
+    min_query: int = 1,
+    support: str = "earliest",
+    partition: dict[str, Any] | None = None,
+    seed: int = 0,
+    folds: list[int] | None = None,
+) -> Iterator[Fold]:
+    """Bridge users: active in the `source` domain, cold in the `target` one (cross-domain cold start).
+
+    Bridge users (>= `min_source` source items, enough target items for the largest k) are split into
+    folds. A fold's test users keep their source history in training and lose their target one; each k
+    gives two tasks over the target items only: `bridge@k` (support = the source history + the k
+    earliest target items; k = 0 is the source history alone) and `bridge-target-only@k` (the k target
+    items alone), so the source history's worth is measured on the same users and queries. Meta-valid
+    users are other bridge users, held out of training, scored on their target items."""
+    dom = np.asarray(item_domains(ds, partition), dtype=object)
+    names = sorted(set(dom.tolist()))
+    for name in (source, target):
+        if name not in names:
+            raise ConfigError(f"protocols.bridge: no domain {name!r}; the items' domains are {names[:20]}")
+    if source == target:
+        raise ConfigError("protocols.bridge: source and target must differ")
+    inter = ds.interactions
+    item_dom = dom[inter[ITEM].to_numpy()]
+    is_src, is_tgt = item_dom == source, item_dom == target
+    users = inter[USER].to_numpy()
+    n_src = np.bincount(users[is_src], minlength=ds.n_users)
+    n_tgt = np.bincount(users[is_tgt], minlength=ds.n_users)
+    bridge_users = np.flatnonzero((n_src >= min_source) & (n_tgt >= max(shots) + min_query))
+    if len(bridge_users) < n_folds + 1:
+        raise ConfigError(f"protocols.bridge: {len(bridge_users)} users have >= {min_source} {source!r} items and "
+                          f">= {max(shots) + min_query} {target!r} items; lower min_source or the shots")  # fmt: skip
+    target_items = np.flatnonzero(dom == target)
+    chunks = _chunks(bridge_users, n_folds, seed)
+    for f in folds if folds is not None else range(n_folds):
+        test_users = chunks[f]
+        rest = np.setdiff1d(bridge_users, test_users)
+        n_valid = round(valid_ratio * len(rest))
+        valid_users = np.sort(np.random.default_rng(seed + 1000 + f).choice(rest, n_valid, replace=False))
+        in_test, in_valid = inter[USER].isin(test_users).to_numpy(), inter[USER].isin(valid_users).to_numpy()
+        train = inter[~in_valid & ~(in_test & is_tgt)]
+        src_rows, tgt_rows = inter[in_test & is_src], inter[in_test & is_tgt]
+        tasks = []
+        for k in shots:
+            sup, qry = _shots(tgt_rows, k, min_query, support, seed + f)
+            ks = np.unique(qry[USER].to_numpy())
+            with_src = pd.concat([src_rows[src_rows[USER].isin(ks)], sup])
+            tasks.append(EvalTask("bridge", f, k, ks, with_src, qry, ds.n_items, target_items, candidates_cold=False,
+                                  cold_users=True))  # fmt: skip
+            tasks.append(EvalTask("bridge-target-only", f, k, ks, sup, qry, ds.n_items, target_items,
+                                  candidates_cold=False, cold_users=True))  # fmt: skip
+        valid = inter[in_valid & is_tgt]
+        yield Fold("bridge", f, ds.with_interactions(train), valid_users, tasks=tasks, valid=valid)
+
+
 def make_folds(ds: Dataset, protocol: str, params: dict, seed: int) -> Iterator[Fold]:
     """Dispatch a config's [protocols.<name>] table to its split function."""
     params = dict(params)
@@ -425,6 +516,8 @@ def make_folds(ds: Dataset, protocol: str, params: dict, seed: int) -> Iterator[
             yield from query_set(ds, seed=seed, **params)
         elif protocol == "predefined":
             yield from predefined(ds, **params)
+        elif protocol == "bridge":
+            yield from bridge(ds, seed=seed, **params)
         else:
             raise ConfigError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     except TypeError as exc:

@@ -50,7 +50,7 @@ def evaluate_task(
     follow popularity (MovieLens), so id order would quietly reward any model that outputs ties.
     """
     name = getattr(model, "display_name", model.name)
-    if task.candidates is not None and not model.supports_cold_items:
+    if task.candidates is not None and task.candidates_cold and not model.supports_cold_items:
         return TaskResult(name, task, skipped="cannot score items unseen in training")
     if task.cold_users and not model.supports_cold_users:
         return TaskResult(name, task, skipped="cannot fold in unseen users")

@@ -298,9 +298,9 @@ def run_experiment(cfg: dict[str, Any], dataset: Dataset | None = None, progress
             for unit, (results, _) in zip(units, outcomes, strict=True):  # the local run's order
                 for task, r in zip(unit.fold.tasks, results, strict=True):
                     r.task = task
-                    cell = cells.setdefault(
-                        (unit.protocol, task.k, unit.display), Cell(unit.protocol, task.k, unit.display)
-                    )
+                    # a protocol may pose variants of one task (bridge@k and bridge-target-only@k): own cells
+                    name = unit.protocol + task.protocol.removeprefix(unit.fold.protocol)
+                    cell = cells.setdefault((name, task.k, unit.display), Cell(name, task.k, unit.display))
                     cell.add(r)
     timings["total"] = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
