@@ -299,6 +299,7 @@ def test_domain_column_from_interactions_or_items_file(tmp_path):
     ds = tabular.load(tmp_path / "i.csv", tmp_path / "items.csv", columns={"user": "uid", "item": "sku",
                                                                             "domain": "shelf"})  # fmt: skip
     assert ds.item_domains().tolist() == ["films", "music", "music", "films"]  # the items file's order and rows
+    assert "shelf" in ds.items.columns  # the file's own column stays (a template may read it)
     (tmp_path / "plain.csv").write_text("uid,sku\n1,a\n")
     assert tabular.load(tmp_path / "plain.csv", columns={"user": "uid", "item": "sku"}).item_domains() is None
 
@@ -311,6 +312,7 @@ def test_domain_column_from_interactions_or_items_file(tmp_path):
         ("1,a,films\n", "sku,shelf\na,music\n", r"puts item 'a' in domain 'films'.*in 'music'"),
         ("1,a,films\n", "sku,shelf\na,\n", r"items.csv: line 2, column 'shelf' is empty"),
         ("1,a,films\n", "sku,title\na,A\nb,B\n", r"1 items have no interactions and so no domain \(e.g. 'b'\)"),
+        ("1,a,films\n", "sku,domain,shelf\na,x,films\n", r"both a 'domain' column and the mapped domain column"),
     ],
 )
 def test_malformed_domain_column_is_a_clear_error(tmp_path, rows, items, needle):

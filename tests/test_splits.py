@@ -197,7 +197,8 @@ def test_bridge_users_keep_their_source_history_and_are_cold_in_the_target(synth
         test_users = f.tasks[0].users
         mine = train[train[USER].isin(test_users)]
         assert len(mine) and set(dom[mine[ITEM]]) == {"even"}  # source history kept, target history gone
-        assert not train[USER].isin(f.valid_users).any() and set(dom[f.valid[ITEM]]) == {"odd"}
+        valid_rows = train[train[USER].isin(f.valid_users)]  # meta-valid users: like test users, source only
+        assert set(dom[valid_rows[ITEM]]) == {"even"} and set(dom[f.valid[ITEM]]) == {"odd"}
         by = {(t.protocol, t.k): t for t in f.tasks}
         for k in (0, 2):
             with_src, only = by[("bridge", k)], by[("bridge-target-only", k)]
@@ -206,6 +207,8 @@ def test_bridge_users_keep_their_source_history_and_are_cold_in_the_target(synth
             assert not with_src.candidates_cold and with_src.cold_users
             assert len(only.support) == k * len(only.users)
             assert set(dom[with_src.support[ITEM]]) == ({"even"} if k == 0 else {"even", "odd"})
+            pairs = set(zip(with_src.support[USER], with_src.support[ITEM], strict=True))
+            assert not pairs & set(zip(with_src.query[USER], with_src.query[ITEM], strict=True))
 
 
 def test_bridge_domains_from_a_declared_partition_and_clear_errors(synth):
@@ -223,3 +226,8 @@ def test_bridge_domains_from_a_declared_partition_and_clear_errors(synth):
         next(bridge(synth, partition={"column": "genre", "target": ["x"]}))
     with pytest.raises(ConfigError, match="needs column and target"):
         next(bridge(synth, partition={"column": "topic"}))
+    with pytest.raises(ConfigError, match="k >= 0"):
+        next(bridge(synth, partition={"column": "topic", "target": [0]}, shots=[]))
+    named = next(bridge(synth, source="rest", target="space", partition={"column": "topic", "target": 0},
+                        shots=[1], n_folds=2, min_source=2))  # fmt: skip
+    assert len(named.tasks) == 2

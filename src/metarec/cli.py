@@ -501,7 +501,7 @@ def evaluate(
             except ValueError:
                 raise MetarecError(f"--folds takes comma-separated integers, got {folds!r}") from None
             for proto, params in cfg["protocols"].items():
-                if params.get("type", proto).startswith("cold"):  # the K-fold protocols
+                if params.get("type", proto).startswith("cold") or params.get("type", proto) == "bridge":  # K-fold
                     params["folds"] = chosen
         with mlflow_run("evaluate", cfg, True if tracking_uri else track, tracking_uri) as tracker:
             result = run_experiment(cfg, progress=not quiet, log=console.print if quiet else None)

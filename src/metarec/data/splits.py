@@ -409,10 +409,11 @@ def _predefined_fold(ds: Dataset, column: str, role: str | None, rank_within: st
     return Fold(protocol, fold, ds.with_interactions(train), valid_users, tasks=[task], valid=valid)
 
 
-def item_domains(ds: Dataset, partition: dict[str, Any] | None = None) -> np.ndarray:
+def item_domains(ds: Dataset, partition: dict[str, Any] | None = None, names: tuple[str, str] = ("source", "target")
+                 ) -> np.ndarray:  # fmt: skip
     """Each item's domain: the data's `domain` column, or a declared partition of one item column,
     `{column = "genres", target = ["Comedy", "Romance"]}`: items with any of those values (tokens split
-    on `sep`, default whitespace or '|') are domain "target", the rest "source"."""
+    on `sep`, default whitespace or '|') are in the target domain, the rest in the source (`names`)."""
     if partition is None:
         dom = ds.item_domains()
         if dom is None:
@@ -420,7 +421,7 @@ def item_domains(ds: Dataset, partition: dict[str, Any] | None = None) -> np.nda
                               "partition = {column = 'genres', target = ['Comedy']} in [protocols.bridge]")  # fmt: skip
         return dom
     bad = set(partition) - {"column", "target", "sep"}
-    if bad or "column" not in partition or not partition.get("target"):
+    if bad or "column" not in partition or partition.get("target") in (None, "", []):
         raise ConfigError(f"protocols.bridge.partition: needs column and target (a list of values), optional sep; "
                           f"got {sorted(partition)}")  # fmt: skip
     column = partition["column"]
@@ -428,12 +429,16 @@ def item_domains(ds: Dataset, partition: dict[str, Any] | None = None) -> np.nda
         raise ConfigError(f"protocols.bridge.partition: the items have no column {column!r}; they have "
                           f"{sorted(map(str, ds.items.columns))}")  # fmt: skip
     sep = partition.get("sep")
-    wanted = {str(v) for v in partition["target"]}
-    tokens = ds.items[column].fillna("").astype(str).str.split(sep if sep else r"[\s|]+", regex=not sep)
-    hit = tokens.map(lambda ts: bool(wanted & set(ts))).to_numpy(bool)
+    target = partition["target"]
+    wanted = {str(v).strip() for v in ([target] if isinstance(target, str | int | float) else target)}
+    values = ds.items[column]
+    if pd.api.types.is_float_dtype(values) and values.dropna().mod(1).eq(0).all():
+        values = values.astype("Int64")  # 3.0 -> "3", as the config writes it
+    tokens = values.astype(str).fillna("").str.split(sep if sep else r"[\s|]+", regex=not sep)
+    hit = tokens.map(lambda ts: bool(wanted & {t.strip() for t in ts})).to_numpy(bool)
     if not hit.any():
         raise ConfigError(f"protocols.bridge.partition: no item has {sorted(wanted)} in {column!r}")
-    return np.where(hit, "target", "source").astype(object)
+    return np.where(hit, names[1], names[0]).astype(object)
 
 
 def bridge(
@@ -457,8 +462,14 @@ def bridge(
     gives two tasks over the target items only: `bridge@k` (support = the source history + the k
     earliest target items; k = 0 is the source history alone) and `bridge-target-only@k` (the k target
     items alone), so the source history's worth is measured on the same users and queries. Meta-valid
-    users are other bridge users, held out of training, scored on their target items."""
-    dom = np.asarray(item_domains(ds, partition), dtype=object)
+    users are other bridge users whose target history is held out of training (their source history stays,
+    as the test users'); early stopping scores them on target items after k target shots.
+
+    The source history is all of it, later rows included (a user active in films is asked about music
+    knowing what they watched, whenever): a cross-domain measure, not a time-split one."""
+    if not shots or min(shots) < 0:
+        raise ConfigError(f"protocols.bridge.shots: a non-empty list of k >= 0, got {list(shots)}")
+    dom = np.asarray(item_domains(ds, partition, (source, target)), dtype=object)
     names = sorted(set(dom.tolist()))
     for name in (source, target):
         if name not in names:
@@ -483,7 +494,7 @@ def bridge(
         n_valid = round(valid_ratio * len(rest))
         valid_users = np.sort(np.random.default_rng(seed + 1000 + f).choice(rest, n_valid, replace=False))
         in_test, in_valid = inter[USER].isin(test_users).to_numpy(), inter[USER].isin(valid_users).to_numpy()
-        train = inter[~in_valid & ~(in_test & is_tgt)]
+        train = inter[~((in_valid | in_test) & is_tgt)]
         src_rows, tgt_rows = inter[in_test & is_src], inter[in_test & is_tgt]
         tasks = []
         for k in shots:

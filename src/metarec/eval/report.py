@@ -224,8 +224,12 @@ def plot_shots(summary: dict[str, Any], name: str, path: Path, metric: str = "nd
             color = colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
             ax.plot(ks, mean, marker="os^Dv"[i % 5], color=color, linestyle="-" if i < 10 else "--", label=model)
             ax.fill_between(ks, [m["low"] for _, m in pts], [m["high"] for _, m in pts], color=color, alpha=0.12)
-        ax.set_xscale("log")
-        ax.set_xticks(sorted({k for pts in models.values() for k, _ in pts}))
+        shown = sorted({k for pts in models.values() for k, _ in pts})
+        if shown and shown[0] == 0:  # k = 0 (no support) has no place on a log axis: linear near 0
+            ax.set_xscale("symlog", linthresh=1)
+        else:
+            ax.set_xscale("log")
+        ax.set_xticks(shown)
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("k (support interactions per user)")
         ax.set_ylabel(metric)

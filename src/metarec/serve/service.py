@@ -87,6 +87,7 @@ class RecommenderService:
         self.titles: list[str] = list(info.get("item_titles") or self.item_ids)
         # each item's domain (the catalogue it belongs to); items added over the API name theirs in `fields`
         self.domains: list[str | None] = list(info.get("item_domains") or [None] * len(self.item_ids))
+        self._domain_ids: dict[str, np.ndarray] = {}  # domain -> its item ids (cleared when items are added)
         self.train_users = {u: i for i, u in enumerate(info["user_ids"])}
         self.facts: dict[str, list[str]] = info.get("item_facts") or {}  # column -> value per trained item
         self.explainer = self._explainer(llm, llm_threads) if llm else None
@@ -201,13 +202,15 @@ class RecommenderService:
         with self.lock:
             if ids[0] != len(self.item_ids):
                 raise MetarecError("item ids out of step with the index; restart the service")
+            # names first: a search that finds a new id (unlocked readers) can always show it
+            self.item_ids.extend(external)
+            self.titles.extend(titles)
+            self.domains.extend(domains)
+            self._domain_ids.clear()
             self.index.add(self._index_rows(E, b, vec))
             self.added = (self._added_E.append(E.astype(np.float32)), self._added_b.append(b.astype(np.float32)))
             self.text_index.add(search)
             self._text_rows.append(vec)
-            self.item_ids.extend(external)
-            self.titles.extend(titles)
-            self.domains.extend(domains)
 
     def add_items(self, items: list[dict]) -> list[str]:
         """Embed and index new items; they are recommendable at once (as cold items, from text)."""
@@ -234,7 +237,7 @@ class RecommenderService:
                 ids = list(range(start, start + len(items)))
                 s.add_all(Item(id=i, external_id=e, title=it["title"], text=t, fields=json.dumps(r))
                           for i, e, it, t, r in zip(ids, ext, items, texts, raw, strict=True))  # fmt: skip
-            domains = [(it.get("fields") or {}).get("domain") for it in items]
+            domains = [((it.get("fields") or {}).get("domain") or "").strip() or None for it in items]
             self._index_new(ids, ext, [it["title"] for it in items], *embedded, domains=domains)
         return ext
 
@@ -478,8 +481,14 @@ class RecommenderService:
     # ------------------------------------------------------------------ recommend
     def in_domain(self, domain: str) -> np.ndarray:
         """Ids of the items in `domain`; an unknown domain is a clear 422 naming the ones there are."""
-        names = np.asarray([d if d is not None else "" for d in self.domains], dtype=object)
-        ids = np.flatnonzero(names == domain)
+        domain = domain.strip()
+        with self.lock:
+            if not self._domain_ids and any(d is not None for d in self.domains):
+                codes, names = pd.factorize(pd.Series(self.domains, dtype=object))
+                order = np.argsort(codes, kind="stable")
+                bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+                self._domain_ids.update({str(n): order[bounds[i] : bounds[i + 1]] for i, n in enumerate(names)})
+            ids = self._domain_ids.get(domain, np.empty(0, np.int64))
         if not len(ids):
             known = sorted({d for d in self.domains if d is not None})
             have = ", ".join(map(repr, known[:20])) if known else ("no domains (the training data had no domain "
@@ -496,9 +505,9 @@ class RecommenderService:
         if explain == "llm" and self.explainer is None:
             raise MetarecError("explain=llm needs a language model: start the service with --llm NAME "
                                "(e.g. --llm smollm2-135m after `metarec llm fetch`)")  # fmt: skip
+        allowed = None if domain is None else self.in_domain(domain)  # before adapting: a bad domain costs nothing
         state, query = self._state(external)
         with self.lock:
-            allowed = None if domain is None else self.in_domain(domain)
             ids, scores = self.index.search(query, k, exclude=state.payload["seen"], allowed=allowed)
         items = ids.tolist()
         why: list[tuple[list[int], list[str]]] = (self._explain(items, state.payload) if explain

@@ -124,33 +124,44 @@ def _rename(df: pd.DataFrame, mapping: dict[str, str], required: list[str], path
 
 def _item_domains(inter: pd.DataFrame, item_df: pd.DataFrame | None, column: str, inter_path: str,
                   items_path: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:  # fmt: skip
-    """Move a `domain` column of the interactions into the item table and check it: every item has exactly
-    one domain, no cell is empty, and the two files agree where both name it."""
-    if "domain" not in inter.columns and (item_df is None or "domain" not in item_df.columns):
+    """The `domain` column (`column` in the files) as the item table's `domain`, checked: every item has
+    exactly one domain, no cell is empty, and the two files agree where both name it. The files' own
+    column stays as it is (a template may read it); the interactions' is dropped once moved."""
+    in_inter = column in inter.columns
+    in_items = item_df is not None and column in item_df.columns
+    if not in_inter and not in_items:
         return inter, item_df
     found = None
-    if "domain" in inter.columns:
-        dom = inter["domain"].astype(str).str.strip()
-        empty = (dom == "") | inter["domain"].isna().to_numpy()
+    if in_inter:
+        raw = inter[column]
+        dom = raw.astype(str).str.strip()
+        empty = (dom == "").to_numpy() | raw.isna().to_numpy()
         if empty.any():
             raise DataError(f"{inter_path}: line {int(np.argmax(empty)) + 2}, column '{column}' is empty: every "
                             "row needs its item's domain (or drop the column)")  # fmt: skip
-        pairs = pd.DataFrame({"item_id": inter["item_id"].astype(str), "domain": dom})
-        found = pairs.drop_duplicates()
-        two = found["item_id"].duplicated(keep=False)
+        icode, iname = pd.factorize(inter["item_id"])
+        dcode, dname = pd.factorize(dom)
+        pair = pd.DataFrame({"i": icode, "d": dcode}).drop_duplicates()  # integers: no string per row
+        two = pair["i"].duplicated(keep=False).to_numpy()
         if two.any():
-            item = found["item_id"][two].iloc[0]
-            names = found["domain"][found["item_id"] == item].tolist()[:2]
-            lines = [int(np.argmax(((pairs["item_id"] == item) & (pairs["domain"] == n)).to_numpy())) + 2
-                     for n in names]  # fmt: skip
-            raise DataError(f"{inter_path}: item {item!r} is in domain {names[0]!r} on line {lines[0]} and "
-                            f"{names[1]!r} on line {lines[1]}: an item belongs to one domain")  # fmt: skip
-        inter = inter.drop(columns="domain")
+            i = int(pair["i"].to_numpy()[two][0])
+            ds_ = pair["d"].to_numpy()[pair["i"].to_numpy() == i][:2]
+            lines = [int(np.argmax((icode == i) & (dcode == d))) + 2 for d in ds_]
+            raise DataError(f"{inter_path}: item {str(iname[i])!r} is in domain {str(dname[ds_[0]])!r} on line "
+                            f"{lines[0]} and {str(dname[ds_[1]])!r} on line {lines[1]}: an item belongs to one "
+                            "domain")  # fmt: skip
+        found = pd.DataFrame({"item_id": pd.Index(iname).astype(str)[pair["i"].to_numpy()],
+                              "domain": np.asarray(dname, dtype=object)[pair["d"].to_numpy()]})  # fmt: skip
+        inter = inter.drop(columns=column)
     if item_df is None:
         return inter, found
-    if "domain" in item_df.columns:
-        dom = item_df["domain"].astype(str).str.strip()
-        empty = (dom == "") | item_df["domain"].isna().to_numpy()
+    if column != "domain" and "domain" in item_df.columns:
+        raise DataError(f"{items_path}: has both a 'domain' column and the mapped domain column {column!r}: "
+                        "rename one of them")  # fmt: skip
+    if in_items:
+        raw = item_df[column]
+        dom = raw.astype(str).str.strip()
+        empty = (dom == "").to_numpy() | raw.isna().to_numpy()
         if empty.any():
             raise DataError(f"{items_path}: line {int(np.argmax(empty)) + 2}, column '{column}' is empty: "
                             "every item needs a domain (or drop the column)")  # fmt: skip
@@ -166,6 +177,10 @@ def _item_domains(inter: pd.DataFrame, item_df: pd.DataFrame | None, column: str
     assert found is not None
     merged = item_df.assign(item_id=item_df["item_id"].astype(str)).merge(found, on="item_id", how="left")
     if merged["domain"].isna().any():
+        unknown = ~found["item_id"].isin(merged["item_id"])
+        if unknown.any():  # the files name items differently: say that, not "no domain"
+            raise DataError(f"{inter_path}: item {found['item_id'][unknown].iloc[0]!r} is not in {items_path}; "
+                            "the two files must use the same item ids")  # fmt: skip
         item = merged["item_id"][merged["domain"].isna()].iloc[0]
         raise DataError(f"{items_path}: {int(merged['domain'].isna().sum())} items have no interactions and so "
                         f"no domain (e.g. {item!r}): add a '{column}' column to the items file")  # fmt: skip
@@ -235,7 +250,8 @@ def load(
         key = user_id_column or cols["user"]
         user_df = _rename(user_df, {"user_id": key}, ["user_id"], str(users)).rename(columns={key: "user_id"})
         user_df = _numbers(user_df, "user_id")
-    if item_df is not None and cols["domain"] in item_df.columns and cols["domain"] != "domain":
-        item_df = item_df.rename(columns={cols["domain"]: "domain"})
-    inter, item_df = _item_domains(inter, item_df, cols["domain"], str(interactions), str(items))
+    # the interactions' domain column was renamed to "domain" with the others; the items file keeps its name
+    inter_col = "domain" if cols["domain"] in inter.columns or "domain" in inter.columns else cols["domain"]
+    inter, item_df = _item_domains(inter.rename(columns={inter_col: cols["domain"]}) if inter_col in inter.columns
+                                   else inter, item_df, cols["domain"], str(interactions), str(items))  # fmt: skip
     return Dataset.from_frames(name or Path(interactions).stem, inter, item_df, user_df, source=str(interactions))
