@@ -191,16 +191,22 @@ class MetaRecommender(Recommender):
                 out.append(f"{where} is fitted on the training interactions")
         return out
 
-    def _federated_config(self) -> Any:
+    @staticmethod
+    def _table(model: Any, value: Any, name: str) -> Any:
+        """A pydantic config table, its first error as a ConfigError naming the table and its keys."""
         from pydantic import ValidationError
 
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"{name}: {first['loc']}: {first['msg']} (a table with keys: "
+                              f"{', '.join(model.model_fields)})") from None  # fmt: skip
+
+    def _federated_config(self) -> Any:
         from metarec.privacy.federated import FederatedConfig
 
-        try:
-            cfg = FederatedConfig.model_validate(self.federated)
-        except ValidationError as exc:
-            raise ConfigError(f"federated: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']} (a table with keys: "
-                              "clients, rounds, local_epochs, fraction_train, client_cpus)") from None  # fmt: skip
+        cfg = self._table(FederatedConfig, self.federated, "federated")
         reasons = self._private_problems()
         if self.dp is not None:
             reasons.append("dp: DP on the clients' updates is not built yet (drop one of them)")
@@ -209,16 +215,9 @@ class MetaRecommender(Recommender):
         return cfg
 
     def _dp_config(self) -> Any:
-        from pydantic import ValidationError
-
         from metarec.privacy.dp import DPConfig
 
-        try:
-            cfg = DPConfig.model_validate(self.dp)
-        except ValidationError as exc:
-            raise ConfigError(f"dp: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']} (keys: epsilon, delta, "
-                              "max_grad_norm, max_noise_multiplier, prior_noise_multiplier, prior_max_items, "
-                              "reproducible)") from None  # fmt: skip
+        cfg = self._table(DPConfig, self.dp, "dp")
         reasons = self._private_problems()
         if self.negatives:
             reasons.append("negatives > 0 picks the columns from the batch's own items: set negatives = 0")

@@ -122,6 +122,19 @@ def _rename(df: pd.DataFrame, mapping: dict[str, str], required: list[str], path
     return df.rename(columns={v: k for k, v in mapping.items() if v in df.columns})
 
 
+def _domain_codes(raw: pd.Series, path: str, column: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, a code into the returned domain names (stripped; only distinct values become strings). An
+    empty cell is an error naming its line."""
+    codes, distinct = pd.factorize(raw)  # missing cells get -1
+    stripped = pd.Index(distinct).astype(str).str.strip()
+    empty = (codes < 0) | np.isin(codes, np.flatnonzero(stripped == ""))
+    if empty.any():
+        raise DataError(f"{path}: line {int(np.argmax(empty)) + 2}, column '{column}' is empty: {what} (or drop "
+                        "the column)")  # fmt: skip
+    merged, names = pd.factorize(stripped)  # "films " and "films" are one domain
+    return merged[codes], np.asarray(names, dtype=object)
+
+
 def _item_domains(inter: pd.DataFrame, item_df: pd.DataFrame | None, column: str, inter_path: str,
                   items_path: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:  # fmt: skip
     """The `domain` column (`column` in the files) as the item table's `domain`, checked: every item has
@@ -133,14 +146,8 @@ def _item_domains(inter: pd.DataFrame, item_df: pd.DataFrame | None, column: str
         return inter, item_df
     found = None
     if in_inter:
-        raw = inter[column]
-        dom = raw.astype(str).str.strip()
-        empty = (dom == "").to_numpy() | raw.isna().to_numpy()
-        if empty.any():
-            raise DataError(f"{inter_path}: line {int(np.argmax(empty)) + 2}, column '{column}' is empty: every "
-                            "row needs its item's domain (or drop the column)")  # fmt: skip
+        dcode, dname = _domain_codes(inter[column], inter_path, column, "every row needs its item's domain")
         icode, iname = pd.factorize(inter["item_id"])
-        dcode, dname = pd.factorize(dom)
         pair = pd.DataFrame({"i": icode, "d": dcode}).drop_duplicates()  # integers: no string per row
         two = pair["i"].duplicated(keep=False).to_numpy()
         if two.any():
@@ -151,7 +158,7 @@ def _item_domains(inter: pd.DataFrame, item_df: pd.DataFrame | None, column: str
                             f"{lines[0]} and {str(dname[ds_[1]])!r} on line {lines[1]}: an item belongs to one "
                             "domain")  # fmt: skip
         found = pd.DataFrame({"item_id": pd.Index(iname).astype(str)[pair["i"].to_numpy()],
-                              "domain": np.asarray(dname, dtype=object)[pair["d"].to_numpy()]})  # fmt: skip
+                              "domain": dname[pair["d"].to_numpy()]})  # fmt: skip
         inter = inter.drop(columns=column)
     if item_df is None:
         return inter, found
@@ -159,13 +166,8 @@ def _item_domains(inter: pd.DataFrame, item_df: pd.DataFrame | None, column: str
         raise DataError(f"{items_path}: has both a 'domain' column and the mapped domain column {column!r}: "
                         "rename one of them")  # fmt: skip
     if in_items:
-        raw = item_df[column]
-        dom = raw.astype(str).str.strip()
-        empty = (dom == "").to_numpy() | raw.isna().to_numpy()
-        if empty.any():
-            raise DataError(f"{items_path}: line {int(np.argmax(empty)) + 2}, column '{column}' is empty: "
-                            "every item needs a domain (or drop the column)")  # fmt: skip
-        item_df = item_df.assign(domain=dom)
+        codes, names = _domain_codes(item_df[column], items_path, column, "every item needs a domain")
+        item_df = item_df.assign(domain=names[codes])
         if found is not None:
             both = found.merge(item_df[["item_id", "domain"]].astype(str), on="item_id", suffixes=("", "_file"))
             differ = both["domain"] != both["domain_file"]
