@@ -14,6 +14,16 @@ from metarec.data.sources import synthetic
 from metarec.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _evaluated(cfg: Path, runs: Path) -> dict:
+    """`metarec evaluate` of `cfg`, which must succeed; the results of its one run in `runs`."""
+    res = runner.invoke(app, ["evaluate", "-c", str(cfg), "--runs-dir", str(runs), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (run,) = runs.iterdir()
+    return json.loads((run / "results.json").read_text())["results"]
+
+
 runner = CliRunner()
 
 
@@ -121,10 +131,7 @@ def test_train_writes_an_artifact_that_evaluate_and_python_load(tmp_path):
         "[protocols.cold-user]\nshots = [5]\nn_folds = 2\n[evaluation]\nks = [10]\n"
         f'[models.random]\n[models.trained]\ntype = "meta"\nartifact = "{out}"\n'
     )
-    res = runner.invoke(app, ["evaluate", "-c", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
-    assert res.exit_code == 0, res.output
-    (run,) = (tmp_path / "runs").iterdir()
-    scores = json.loads((run / "results.json").read_text())["results"]["cold-user@5"]
+    scores = _evaluated(cfg, tmp_path / "runs")["cold-user@5"]
     ndcg = {m: scores[m]["metrics"]["ndcg@10"]["mean"] for m in ("trained", "random")}
     assert ndcg["trained"] > 2 * ndcg["random"], ndcg
     # any registered model is an artefact; a one-off recommendation reads it back
@@ -179,10 +186,7 @@ def test_query_set_protocol_runs_from_an_exported_csv_split(tmp_path):
         '[evaluation]\nks = [5]\nmetrics = ["ndcg"]\nmain_metric = "ndcg@5"\nreport_metrics = ["ndcg@5"]\n'
         'compare_to = "random"\n[models.random]\n[models.itemmean]\n'
     )
-    res = runner.invoke(app, ["evaluate", "-c", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
-    assert res.exit_code == 0, res.output
-    (run,) = (tmp_path / "runs").iterdir()
-    cells = json.loads((run / "results.json").read_text())["results"]["predefined"]
+    cells = _evaluated(cfg, tmp_path / "runs")["predefined"]
     ndcg = {m: cells[m]["metrics"]["ndcg@5"]["mean"] for m in ("random", "itemmean")}
     assert 0 < ndcg["random"] < ndcg["itemmean"] <= 1, ndcg
     res = runner.invoke(app, ["data", "split", "synthetic", "--out", str(out), "--protocol", "warm"])
@@ -197,10 +201,7 @@ def test_evaluate_bridge_protocol_reports_both_task_variants(tmp_path):
         'partition = { column = "topic", target = [0, 1] }\n'
         "[evaluation]\nks = [10]\n[models.popularity]\n[models.itemknn]\nneighbours = 50\n"
     )
-    res = runner.invoke(app, ["evaluate", "-c", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
-    assert res.exit_code == 0, res.output
-    (run,) = (tmp_path / "runs").iterdir()
-    r = json.loads((run / "results.json").read_text())["results"]
+    r = _evaluated(cfg, tmp_path / "runs")
     assert {"bridge@0", "bridge-target-only@0", "bridge@2", "bridge-target-only@2"} <= set(r)
     knn = {lab: r[lab]["itemknn"]["metrics"]["ndcg@10"]["mean"] for lab in ("bridge@0", "bridge-target-only@0")}
     assert knn["bridge@0"] > 2 * knn["bridge-target-only@0"]  # the source history is what item-KNN reads at k = 0
