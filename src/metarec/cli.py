@@ -518,6 +518,52 @@ def evaluate(
         console.print(f"tracked in MLflow run {tracker.run_id}")
 
 
+@app.command("transfer")
+def transfer(
+    source: Annotated[Path, typer.Option(help="source experiment TOML (trained here) or a saved meta model folder")],
+    target: Annotated[Path, typer.Option(help="target experiment TOML with a cold-user protocol")],
+    model: Annotated[str, typer.Option(help="which [models.<name>] of the target (and source) config")] = "maml",
+    source_model: Annotated[str | None, typer.Option(help="the source config's model, default --model")] = None,
+    few_epochs: Annotated[int, typer.Option(min=1, help="target epochs of the 'few' row")] = 5,
+    lr: Annotated[
+        float | None, typer.Option(min=0.0, help="learning rate of the rows trained from the source start")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="where the run folder (and the source model) go")] = Path("runs"),
+    folds: Annotated[str | None, typer.Option(help="comma-separated target folds to run, default all")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Meta-train on one catalogue, adapt to another through text: the target's cold users scored with
+    zero / few / full target training from the source start beside target-only training (paired)."""
+    from metarec.config import load_config
+    from metarec.eval.experiment import run_experiment
+    from metarec.eval.report import print_tables, write_run
+    from metarec.eval.transfer import is_artifact, pretrain_source, transfer_config
+
+    try:
+        tcfg = load_config(target, overrides)
+        if is_artifact(source):
+            artifact, source_name = source, source.name
+        else:
+            scfg = load_config(source)
+            name = source_model or model
+            source_name = scfg["name"]
+            artifact = pretrain_source(scfg, name, runs_dir / f"{source_name}-{name}-source", log=console.print)
+        cfg = transfer_config(tcfg, model, artifact, source_name, few_epochs, lr)
+        if folds:
+            try:
+                chosen = [int(f) for f in folds.split(",")]
+            except ValueError:
+                raise MetarecError(f"--folds takes comma-separated integers, got {folds!r}") from None
+            for params in cfg["protocols"].values():
+                params["folds"] = chosen
+        result = run_experiment(cfg, progress=False, log=console.print)
+        print_tables(result, console)
+        out = write_run(result, runs_dir, target)
+    except MetarecError as exc:
+        _fail(exc)
+    console.print(f"transfer run written to [bold]{out}[/]")
+
+
 def _seconds(text: str) -> float:
     """'20m', '90s', '1h' or plain seconds."""
     units = {"s": 1, "m": 60, "h": 3600}

@@ -20,6 +20,8 @@ import torch
 Params = dict[str, torch.Tensor]
 
 HEAD_KEYS = ("W1", "a1", "W2")
+#: weights with one row per item of the catalogue: they never carry over to another catalogue
+CATALOGUE_KEYS = ("item_res", "item_bias")
 
 
 def proj_key(side: str, source: str, what: str = "proj") -> str:

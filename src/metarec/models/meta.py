@@ -27,6 +27,7 @@ from metarec.errors import ConfigError
 from metarec.features import TextSource, Tower, build_sources
 from metarec.meta.algorithms import Algorithm, Batch, InnerLoop, Net, adapt_keys, batch_logits, build_algorithm
 from metarec.meta.scorer import (
+    CATALOGUE_KEYS,
     Params,
     init_params,
     init_set_encoder,
@@ -38,6 +39,7 @@ from metarec.meta.scorer import (
 from metarec.meta.tasks import EpisodeSampler, split_rows, time_rank_matrix
 from metarec.meta.warmup import Adopters, apply_warmup, earliest_adopters, init_item_warmup, reveal_matrix
 from metarec.models.base import Recommender, UserState
+from metarec.text.encoders import encoder_identity
 from metarec.training import Callback, EarlyStopping, History, Trainer
 
 DEFAULT_ITEM_FEATURES: dict[str, dict[str, Any]] = {"text": {"type": "text", "template": "{title}"}, "id": {}}
@@ -85,6 +87,7 @@ class MetaRecommender(Recommender):
         patience: int = 10,
         dp: dict[str, Any] | None = None,
         federated: dict[str, Any] | None = None,
+        init_from: str | None = None,
         threads: int | None = None,
         verbose: bool = False,
         seed: int = 0,
@@ -123,6 +126,7 @@ class MetaRecommender(Recommender):
         self.patience = patience
         self.dp = dp  # user-level DP-SGD, e.g. {epsilon = 8} (`privacy/dp.py`); None = not private
         self.federated = federated  # Flower-simulated clients, e.g. {clients = 10} (`privacy/federated.py`)
+        self.init_from = init_from  # a saved meta model of another catalogue whose shared weights start this fit
         self.threads = threads
         self.verbose = verbose
         self._validate()
@@ -304,6 +308,7 @@ class MetaRecommender(Recommender):
         self.lrs_ = {k: torch.full(theta["user_init"].shape if k == "u" else theta[k].shape, float(self.inner_lr),
                                    requires_grad=self.algorithm_.learns_inner_lr)
                      for k in adapt_keys(self.adapt_params)}  # fmt: skip
+        transfer = self._start_from_source(theta) if self.init_from is not None else None
         self.extra_ = {k: v.requires_grad_() for k, v in self.algorithm_.init_extra(train.n_users, self.dim).items()}
         self.theta_ = {k: v.requires_grad_() for k, v in theta.items()}
         if self._shard is not None:
@@ -315,8 +320,10 @@ class MetaRecommender(Recommender):
             return
         # the cold-user score measures the shared weights only: training users' own vectors (global,
         # finetune) keep their last values rather than those of the best epoch
+        # a transferred start is itself a candidate: target training that only hurts it is not kept
         early = EarlyStopping(lambda: self._valid_score(*step.valid), self.patience, monitor="valid_ndcg@10",
-                              selects=lambda name: not name.startswith("extra."))  # fmt: skip
+                              selects=lambda name: not name.startswith("extra."),
+                              score_start=transfer is not None)  # fmt: skip
         callbacks = [early, *self._callbacks, History(self.verbose)]
         trainer = Trainer(self.epochs, self.lr, self.weight_decay, callbacks, wrap_optimizer=wrap)
         result = trainer.fit(step)
@@ -334,6 +341,8 @@ class MetaRecommender(Recommender):
             "train_seconds": time.perf_counter() - t0,
             "history": result.history,
         }
+        if transfer is not None:
+            self.fit_info_["transfer"] = transfer
         if plan is not None:  # the accountant's epsilon over every step run (the best epoch's weights spent less)
             self.fit_info_["privacy"] = plan.spent()
         self._cache_items()
@@ -440,6 +449,57 @@ class MetaRecommender(Recommender):
             log_pop = np.log1p(counts)
             theta["item_bias"] = torch.from_numpy(log_pop - log_pop.mean()).float()
         return theta
+
+    def _start_from_source(self, theta: Params) -> dict[str, Any]:
+        """Copy the catalogue-independent weights of the `init_from` model into `theta` (and the inner
+        learning rates): the network (user start, head, set encoder, warm-up) and the projections of text
+        sources that read the same language model, whose vectors are one space across catalogues. Item
+        ID residuals and biases belong to the source's catalogue; projections of fields / KG / ID sources
+        index the source's own vocabularies: those start afresh (listed in the returned report)."""
+        from metarec.models.io import load_model
+
+        source, manifest = load_model(str(self.init_from))
+        if not isinstance(source, MetaRecommender):
+            raise ConfigError(f"init_from: {self.init_from} holds a {manifest['model']!r} model; transfer starts "
+                              "from a meta model (type = 'meta')")  # fmt: skip
+
+        def language(tower: Tower, side: str) -> dict[str, tuple[Any, ...]]:
+            return {f"{side}:{s.name}": encoder_identity(s.text) for s in tower.sources if isinstance(s, TextSource)}
+
+        mine = language(self.items_, "item") | language(self.users_, "user")
+        theirs = language(source.items_, "item") | language(source.users_, "user")
+        copied, fresh = [], []
+        for key, value in theta.items():
+            src = source.theta_.get(key)
+            if key in CATALOGUE_KEYS:
+                fresh.append(key)
+                if key == "item_res":  # the source's text path speaks alone until target training says otherwise
+                    value.zero_()
+                continue
+            if key.count(":") == 2:  # a feature source's projection: only language-model vectors share a space
+                tower = key.rsplit(":", 1)[0]
+                if tower not in mine or tower not in theirs or src is None:
+                    fresh.append(key)
+                    continue
+                if mine[tower] != theirs[tower]:
+                    raise ConfigError(f"init_from: {tower.replace(':', '_features.', 1)} reads {mine[tower][:2]} "
+                                      f"here but {theirs[tower][:2]} (adapter {theirs[tower][5]!r}) in the source "
+                                      "model: transfer needs the same language model on both sides")  # fmt: skip
+            elif src is None:
+                fresh.append(key)
+                continue
+            if src.shape != value.shape:
+                raise ConfigError(f"init_from: weight {key!r} has shape {tuple(src.shape)} in the source model and "
+                                  f"{tuple(value.shape)} here: give both the same dim / hidden / set_encoder")  # fmt: skip
+            value.copy_(src)
+            copied.append(key)
+        for key, lr in self.lrs_.items():
+            if key in source.lrs_ and source.lrs_[key].shape == lr.shape:
+                lr.data.copy_(source.lrs_[key])
+                copied.append(f"lr.{key}")
+        return {"from": str(self.init_from), "source_dataset": manifest.get("dataset", {}).get("name"),
+                "copied": copied, "fresh": fresh,
+                "not_used": sorted(k for k in source.theta_ if k not in theta)}  # fmt: skip
 
     def _valid_score(self, rows: sp.csr_matrix, vusers: np.ndarray, ratings: sp.csr_matrix | None) -> float:
         """Early-stopping signal on meta-valid users from their k earliest items, mean over k:

@@ -270,6 +270,17 @@ def check_encoder_config(cfg: dict[str, Any] | None) -> None:
         raise ConfigError(f"text.pooling must be one of {', '.join(POOLINGS)}, got {cfg['pooling']!r}")
 
 
+def encoder_identity(cfg: dict[str, Any] | None) -> tuple[Any, ...]:
+    """What decides the vectors of a [text] table, defaults filled in: two tables with the same identity
+    put texts in the same space (transfer across catalogues compares them); threads / device do not."""
+    cfg = cfg or {}
+    kind = {"st": "sentence-transformers"}.get(cfg.get("encoder", ""), cfg.get("encoder", "sentence-transformers"))
+    model = cfg.get("model", DEFAULT_MODEL)
+    model = DEFAULT_MODEL if model in _PACKAGED else model
+    return (kind, model, cfg.get("pooling", "mean"), cfg.get("max_length"), cfg.get("layer"), cfg.get("adapter"),
+            cfg.get("max_features"))  # fmt: skip
+
+
 def build_encoder(cfg: dict[str, Any]) -> TextEncoder:
     """From a config's [text] table: kind = sentence-transformers | hf | causal-lm | tfidf."""
     check_encoder_config(cfg)

@@ -38,12 +38,14 @@ class EarlyStopping(Callback):
     `score` is the model's validation measure on users it never trains on (meta-valid users);
     training stops after `patience` epochs without improvement. `selects` names the tensors the score
     actually measures (default: all); the others keep their last values (e.g. training users' own
-    vectors, which a cold-user score never reads).
+    vectors, which a cold-user score never reads). `score_start` also scores the weights training
+    starts from (epoch -1): a pretrained start (transfer) is kept when training only makes it worse.
     """
 
     def __init__(self, score: Callable[[], float], patience: int = 10, monitor: str = "valid",
-                 selects: Callable[[str], bool] | None = None) -> None:  # fmt: skip
+                 selects: Callable[[str], bool] | None = None, score_start: bool = False) -> None:  # fmt: skip
         self.score = score
+        self.score_start = score_start
         self.patience = patience
         self.monitor = monitor
         self.selects = selects
@@ -51,6 +53,10 @@ class EarlyStopping(Callback):
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self._bad = 0
+
+    def on_train_begin(self, trainer: Trainer, step: TrainStep, result: TrainResult) -> None:
+        if self.score_start:
+            self.on_epoch_end(trainer, step, trainer.start_epoch - 1, {})
 
     def on_epoch_end(self, trainer: Trainer, step: TrainStep, epoch: int, logs: dict[str, float]) -> None:
         score = self.score()
