@@ -71,7 +71,7 @@ def test_the_transferred_start_carries_what_the_source_learned(source, target):
 
 def test_mismatches_are_clear_errors(source, target, tmp_path):
     _, path = source
-    with pytest.raises(ConfigError, match="shape .* give both the same dim"):
+    with pytest.raises(ConfigError, match=r"shape .* give both the same dim"):
         MetaRecommender(**{**SMALL, "dim": 8}, epochs=0, init_from=str(path)).fit(target)
     tfidf = {"text": {"template": "{title}", "text": {"encoder": "tfidf"}}, "id": {}}
     with pytest.raises(ConfigError, match="same language model"):

@@ -53,8 +53,10 @@ def pretrain_source(cfg: dict[str, Any], model: str, dest: str | Path,
     out = save_model(fitted, dest, ds, cfg)
     if log is not None:
         info = fitted.fit_info_
-        log(f"source {model} trained on {ds.name} ({ds.n_users} users, {ds.n_items} items): {info['epochs']} epochs, "
-            f"best meta-valid NDCG@10 {info['best_valid_ndcg@10']:.4f}, {info['train_seconds']:.0f}s; saved {out}")
+        log(
+            f"source {model} trained on {ds.name} ({ds.n_users} users, {ds.n_items} items): {info['epochs']} epochs, "
+            f"best meta-valid NDCG@10 {info['best_valid_ndcg@10']:.4f}, {info['train_seconds']:.0f}s; saved {out}"
+        )
     return out
 
 
@@ -88,7 +90,7 @@ def transfer_config(target: dict[str, Any], model: str, source: str | Path, sour
     models[f"{model}-full"] = tuned
     cfg = copy.deepcopy(target)
     cfg.update(name=f"{target['name']}-from-{source_name}", protocols=protocols, models=models)
-    cfg["evaluation"] = {**cfg["evaluation"], "compare_to": [model, *(["popularity"] if "popularity" in models else [])],
-                         "compare_to_best": []}  # fmt: skip
+    refs = [model, *(["popularity"] if "popularity" in models else [])]
+    cfg["evaluation"] = {**cfg["evaluation"], "compare_to": refs, "compare_to_best": []}
     cfg["transfer"] = {"source": src, "source_name": source_name, "model": model, "few_epochs": few_epochs, "lr": lr}
     return validate_config({k: v for k, v in cfg.items() if k != "transfer"}) | {"transfer": cfg["transfer"]}

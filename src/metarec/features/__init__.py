@@ -6,6 +6,7 @@ defaults to the name:
     [models.maml.item_features]
     text = { template = "{title} ({year})" }
     genres = { type = "fields", columns = ["genres"], split = { genres = " " } }
+    poster = { type = "image", column = "poster", model = "openai/clip-vit-base-patch32" }
     id = {}
 
 A new source is one new file with a `FeatureSource` subclass plus one line in `SOURCES`.
@@ -22,6 +23,7 @@ from metarec.features.base import FeatureSource, Side
 from metarec.features.distilled import DistilledSource
 from metarec.features.fields import FieldsSource
 from metarec.features.ids import IdSource
+from metarec.features.image import ImageSource
 from metarec.features.kg import KGSource
 from metarec.features.text import TextSource
 from metarec.features.tower import Tower
@@ -32,6 +34,7 @@ SOURCES: dict[str, type[FeatureSource]] = {
     "fields": FieldsSource,
     "distilled": DistilledSource,
     "kg": KGSource,
+    "image": ImageSource,
 }
 
 
@@ -63,6 +66,7 @@ __all__ = [
     "FeatureSource",
     "FieldsSource",
     "IdSource",
+    "ImageSource",
     "KGSource",
     "TextSource",
     "Tower",

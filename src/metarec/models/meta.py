@@ -489,8 +489,9 @@ class MetaRecommender(Recommender):
                 fresh.append(key)
                 continue
             if src.shape != value.shape:
-                raise ConfigError(f"init_from: weight {key!r} has shape {tuple(src.shape)} in the source model and "
-                                  f"{tuple(value.shape)} here: give both the same dim / hidden / set_encoder")  # fmt: skip
+                theirs_shape, mine_shape = tuple(src.shape), tuple(value.shape)
+                raise ConfigError(f"init_from: weight {key!r} has shape {theirs_shape} in the source model and "
+                                  f"{mine_shape} here: give both the same dim / hidden / set_encoder")  # fmt: skip
             value.copy_(src)
             copied.append(key)
         for key, lr in self.lrs_.items():

@@ -8,6 +8,8 @@ Popularity baseline non-trivial, as in real data.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -95,3 +97,28 @@ def make(
             rows.append((f"u{u}", f"i{i}", float(r), 1_000_000 + len(rows)))
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     return Dataset.from_frames(name, inter, items, users)
+
+
+#: one colour per topic: the planted structure an image encoder can pick up
+_PALETTE = [(220, 40, 40), (40, 170, 60), (40, 80, 220), (230, 200, 40), (150, 60, 190), (40, 200, 200),
+            (240, 130, 30), (120, 120, 120)]  # fmt: skip
+
+
+def topic_images(items: pd.DataFrame, folder: str | Path, size: int = 32, noise: float = 40.0,
+                 seed: int = 0) -> pd.Series:  # fmt: skip
+    """Write one PNG per item (its topic's colour, a random bright square, pixel noise) into `folder`
+    and return the file names (relative to `folder`) as an `image` column for the item table."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for item, topic in zip(items["item_id"].astype(str), items["topic"].to_numpy(), strict=True):
+        pixels = np.array(_PALETTE[int(topic) % len(_PALETTE)], float) + rng.normal(0, noise, (size, size, 3))
+        x, y = rng.integers(0, size // 2, 2)
+        pixels[y : y + size // 3, x : x + size // 3] = 255.0
+        name = f"{item}.png"
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / name)
+        names.append(name)
+    return pd.Series(names, index=items.index, name="image")
