@@ -45,6 +45,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_ray_train.py
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_privacy.py
+	$(BIN)/python benchmarks/bench_transfer.py
+	$(BIN)/python benchmarks/bench_images.py
 	@if [ -n "$$METAREC_TEST_PG_URL" ]; then $(BIN)/python benchmarks/bench_serve_ray.py; \
 	else echo "bench_serve_ray.py skipped: set METAREC_TEST_PG_URL to a PostgreSQL database (see .ci/run)"; fi
 

@@ -53,7 +53,6 @@ metrics = ["ndcg", "recall", "hr"]
 report_metrics = ["ndcg@10", "recall@10"]
 compare_to = "maml text"
 [models.random]
-[models.popularity]
 {models}
 """
 
