@@ -17,6 +17,15 @@ from metarec.features import ImageSource
 from metarec.models.meta import MetaRecommender
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory):
+    """The tiny model's name is a temporary path: its vectors go to a temporary cache, not the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("METAREC_HOME", str(tmp_path_factory.mktemp("home")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="module")
 def tiny_vision(tmp_path_factory) -> str:
     """A CLIP vision tower with random weights, saved the way a downloaded one is (model + processor)."""
@@ -58,22 +67,29 @@ def test_image_vectors_come_from_the_named_model_and_carry_the_picture(tiny_visi
 
 def test_missing_images_are_counted_or_refused(tiny_vision, pictured, tmp_path, caplog):
     ds, folder = pictured
-    (tmp_path / "broken.png").write_bytes(b"not a png")
+    from PIL import Image
+
+    (folder / "broken.png").write_bytes(b"not a png")
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "whole.jpg")
+    (folder / "truncated.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:300])  # passes a header check
     cells = ds.items["image"].copy()
     cells.iloc[0] = "nowhere.png"
-    cells.iloc[1] = str(tmp_path / "broken.png")
-    cells.iloc[2] = None  # no picture: a zero row, not a problem
+    cells.iloc[1] = "broken.png"
+    cells.iloc[2] = "truncated.jpg"
+    cells.iloc[3] = "../" + folder.name + "/../../etc/passwd"  # outside root: never read
+    cells.iloc[4] = None  # no picture: a zero row, not a problem
     items = ds.items.assign(image=cells)
     src = ImageSource(model=tiny_vision, root=str(folder))
     with caplog.at_level(logging.WARNING, logger="metarec"):
-        X = src.transform(items)
-    assert len(src.skipped_) == 2 and "2 of 120 items" in caplog.text and "nowhere.png" in caplog.text
-    assert not X[:3].any() and np.abs(X[3:]).sum(1).min() > 0
-    assert src.get_state()["skipped"] == 2
+        X = src.fit_transform(dataclasses.replace(ds, items=items))
+    assert len(src.skipped_) == 4 and "4 of 120 items" in caplog.text and "nowhere.png" in caplog.text
+    assert not X[:5].any() and np.abs(X[5:]).sum(1).min() > 0
+    assert src.get_state()["skipped"] == 4 and src.get_state()["skipped_items"][0] == "i0"
+    assert not src.transform(items.drop(columns="image")).any()  # an item added without a picture field
     with pytest.raises(DataError, match=r"item 'i0'.*nowhere\.png.*on_missing = 'skip'"):
         ImageSource(model=tiny_vision, root=str(folder), on_missing="error").transform(items)
     with pytest.raises(DataError, match="no column 'poster'"):
-        ImageSource(model=tiny_vision, column="poster").transform(items)
+        ImageSource(model=tiny_vision, column="poster").fit_transform(ds)
     with pytest.raises(ConfigError, match="could not be loaded"):
         ImageSource(model=str(tmp_path / "no-such-model")).transform(items)
     with pytest.raises(ConfigError, match="on_missing"):

@@ -73,9 +73,15 @@ def test_mismatches_are_clear_errors(source, target, tmp_path):
     _, path = source
     with pytest.raises(ConfigError, match=r"shape .* give both the same dim"):
         MetaRecommender(**{**SMALL, "dim": 8}, epochs=0, init_from=str(path)).fit(target)
-    tfidf = {"text": {"template": "{title}", "text": {"encoder": "tfidf"}}, "id": {}}
+    pooled = {"text": {"template": "{title}. {description}", "text": {"encoder": "hf"}}, "id": {}}
     with pytest.raises(ConfigError, match="same language model"):
-        MetaRecommender(**{**SMALL, "item_features": tfidf}, epochs=0, init_from=str(path)).fit(target)
+        MetaRecommender(**{**SMALL, "item_features": pooled}, epochs=0, init_from=str(path)).fit(target)
+    with pytest.raises(ConfigError, match="objective"):
+        MetaRecommender(**SMALL, objective="rating", epochs=0, init_from=str(path)).fit(target)
+    # TF-IDF columns are each catalogue's own words: never copied, started afresh
+    tfidf = {"text": {"template": "{title}", "text": {"encoder": "tfidf"}}, "id": {}}
+    fitted = MetaRecommender(**{**SMALL, "item_features": tfidf}, epochs=0, init_from=str(path)).fit(target)
+    assert "item:text:proj" in fitted.fit_info_["transfer"]["fresh"]
     pop = save_model(build_model("popularity").fit(target), tmp_path / "pop", target)
     with pytest.raises(ConfigError, match="transfer starts from a meta model"):
         MetaRecommender(**SMALL, epochs=0, init_from=str(pop)).fit(target)

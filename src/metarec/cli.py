@@ -530,7 +530,10 @@ def transfer(
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="where the run folder (and the source model) go")] = Path("runs"),
     folds: Annotated[str | None, typer.Option(help="comma-separated target folds to run, default all")] = None,
-    overrides: SetOption = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="override a value of the target config (repeatable)"),
+    ] = None,
 ) -> None:
     """Meta-train on one catalogue, adapt to another through text: the target's cold users scored with
     zero / few / full target training from the source start beside target-only training (paired)."""

