@@ -5,7 +5,9 @@ over one PostgreSQL database, on a private 2-CPU Ray cluster. For 60 s, 4 client
 recommendations of 300 users (created first; the model was trained on them) and post likes (1 in 5). At
 20 s one replica's process is killed (SIGKILL); Ray Serve's controller starts a replacement. Reported:
 requests, failed requests (a non-2xx answer or a connection error) before / during / after the kill, latency
-percentiles, and the seconds until 2 replicas are RUNNING again. Writes benchmarks/results/serve_ray.{json,md}.
+percentiles, the seconds until 2 replicas are RUNNING again, and whether every like was stored exactly once.
+Each like carries an Idempotency-Key, so the gateway (`distributed.serve.Gateway`) may re-send it.
+Writes benchmarks/results/serve_ray.{json,md}.
 
 Needs PostgreSQL: METAREC_TEST_PG_URL (as in the tests), e.g.
     METAREC_TEST_PG_URL=postgresql+psycopg://metarec:metarec@127.0.0.1:5432/metarec_test \\
@@ -39,7 +41,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def main() -> None:
+def main() -> None:  # noqa: C901  # one scripted run, read top to bottom
     import httpx
     import psutil
     import ray
@@ -68,6 +70,8 @@ def main() -> None:
     items = ds.items["item_id"].tolist()
     log: list[tuple[float, float, bool, str]] = []  # (start, latency, ok, what went wrong)
     replicas: list[tuple[float, int]] = []
+    likes: list[int] = []  # likes answered 2xx (each stores one event)
+    in_database = -1
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
     try:
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
@@ -90,8 +94,9 @@ def main() -> None:
                     user = rng.choice(users)
                     start = time.perf_counter()
                     try:
-                        if rng.random() < 0.2:
-                            r = c.post(f"/users/{user}/interactions", headers=auth,
+                        if rng.random() < 0.2:  # a key per like: the gateway may re-send it, stored once
+                            key = {"Idempotency-Key": f"{seed}-{uuid.uuid4().hex}"}
+                            r = c.post(f"/users/{user}/interactions", headers={**auth, **key},
                                        json={"events": [{"item": rng.choice(items), "kind": "like"}]})  # fmt: skip
                         else:
                             r = c.get(f"/users/{user}/recommendations", params={"k": 10}, headers=auth)
@@ -99,6 +104,8 @@ def main() -> None:
                     except httpx.HTTPError as exc:
                         ok, what = False, type(exc).__name__
                     log.append((start - t0, time.perf_counter() - start, ok, what))
+                    if ok and r.request.method == "POST":
+                        likes.append(1)
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(THREADS)]
         for th in threads:
@@ -109,11 +116,14 @@ def main() -> None:
             running = serve.status().applications["metarec"].deployments["metarec"].replica_states.get("RUNNING", 0)
             replicas.append((now, running))
             if killed is None and now >= KILL_AT:
+                # a replica of the model deployment (the gateway in front of it only forwards)
                 victims = [p for p in psutil.process_iter(["cmdline"])
-                           if "ServeReplica:metarec" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+                           if "ServeReplica:metarec:metarec" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
                 if victims:
                     victims[0].kill()
                     killed = now
+                elif now > KILL_AT + 5:
+                    raise SystemExit("no process of a metarec replica found to kill")
             elif killed is not None and running < 2:
                 dropped = True  # the controller has seen the replica die
             elif dropped and replaced is None and running == 2:
@@ -122,6 +132,10 @@ def main() -> None:
         stop.set()
         for th in threads:
             th.join()
+        counter = create_engine(url)
+        with counter.connect() as c:
+            in_database = int(c.execute(text("SELECT count(*) FROM interactions")).scalar_one())
+        counter.dispose()
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -147,6 +161,7 @@ def main() -> None:
         "latency_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
                        "p99": float(np.percentile(lat, 99)), "max": float(lat.max())},
         "requests_per_s": len(log) / DURATION, "replicas_running": replicas,
+        "likes_answered": len(likes), "likes_in_database": in_database,
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve_ray.json").write_text(json.dumps(report, indent=1))
@@ -162,7 +177,9 @@ def main() -> None:
         f"{report['latency_ms']['max']:.0f} | {back} |", "",
         f"Killed at {kill_t:.1f} s. Failed requests (sent at, took, answer): "
         + ("; ".join(f"{f['sent_s']:.2f} s, {f['seconds'] * 1000:.0f} ms, {f['what']}"
-                     for f in report["failed_requests"]) or "none") + ".", "",
+                     for f in report["failed_requests"]) or "none") + ".",
+        f"Likes answered 2xx: {len(likes)}; events in the database after the run: {in_database} "
+        "(equal: no like lost or stored twice).", "",
     ]  # fmt: skip
     (RESULTS / "serve_ray.md").write_text("\n".join(md))
     print("\n".join(md))

@@ -343,6 +343,56 @@ def test_ray_serve_two_replicas_on_postgresql(ray_cluster, artifact, tmp_path):
         admin.dispose()
 
 
+def _gateway_call(method: str, headers: dict[str, str], fail: int, body: bytes = b"{}") -> tuple[int, int, bytes]:
+    """Send one request through a `Gateway` whose replica handle dies `fail` times: (status, sends, body)."""
+    import asyncio
+
+    from ray.exceptions import ActorDiedError
+    from starlette.requests import Request
+
+    from metarec.distributed.serve import Gateway
+
+    sent: list[tuple] = []
+
+    class Handle:
+        def remote(self, *args):
+            sent.append(args)
+
+            async def answer():
+                if len(sent) <= fail:
+                    raise ActorDiedError()
+                return 201, [("content-type", "application/json"), ("x-seen", args[1])], b'{"stored": 1}'
+
+            return answer()
+
+    class App:
+        handle = Handle()
+
+    scope = {"type": "http", "method": method, "path": "/users/u1/interactions", "raw_path": b"/users/u1/interactions",
+             "query_string": b"k=3", "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+             "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": ""}  # fmt: skip
+    chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    response = asyncio.run(Gateway(App(), max_body=64)(Request(scope, receive)))
+    assert all(a[:4] == (method, "/users/u1/interactions", "k=3", a[3]) and a[4] == body for a in sent)
+    return response.status_code, len(sent), bytes(response.body)
+
+
+def test_gateway_resends_only_safe_requests_when_a_replica_dies():
+    """A replica dying under a request: reads and keyed POSTs go again (to a live replica), other writes
+    answer 503 (the client cannot know whether they were stored); the answer passes through unchanged."""
+    assert _gateway_call("GET", {}, fail=0) == (201, 1, b'{"stored": 1}')
+    assert _gateway_call("GET", {}, fail=2) == (201, 3, b'{"stored": 1}')
+    assert _gateway_call("POST", {"Idempotency-Key": "k1"}, fail=1)[:2] == (201, 2)
+    status, sends, body = _gateway_call("POST", {}, fail=1)
+    assert (status, sends) == (503, 1) and b"Idempotency-Key" in body
+    assert _gateway_call("GET", {}, fail=10)[:2] == (503, 4)  # gives up after RETRIES re-sends
+    assert _gateway_call("POST", {}, fail=0, body=b"x" * 65)[:2] == (413, 0)  # never forwarded
+
+
 def test_serve_refuses_replicas_on_sqlite(artifact, tmp_path):
     from typer.testing import CliRunner
 

@@ -737,3 +737,29 @@ def test_recommend_within_a_domain_adapting_from_all(domain_artifact, tmp_path):
         assert c.post("/items", json=body).status_code == 201
         got = c.get("/users/eve/recommendations", params={"k": 5, "domain": "books"}).json()
         assert [(r["id"], r["domain"]) for r in got] == [("shelf-1", "books")]
+
+
+def test_idempotency_key_stores_a_retried_batch_once(client):
+    """POST /users/{id}/interactions with an Idempotency-Key: the same key again (a retry after a lost answer
+    or a dead replica) stores nothing more and answers as the first time; a key is one user's; other writes
+    refuse the header instead of ignoring it; deleting the user removes their keys."""
+    for uid in ("ida", "ben"):
+        assert client.post("/users", json={"id": uid}, headers=AUTH).status_code == 201
+    events = {"events": [{"item": "i1", "kind": "like"}, {"item": "i2", "kind": "click"}]}
+    keyed = {**AUTH, "Idempotency-Key": "req-1"}
+    first = client.post("/users/ida/interactions", json=events, headers=keyed)
+    again = client.post("/users/ida/interactions", json=events, headers=keyed)
+    assert first.status_code == again.status_code == 201 and first.json() == again.json() == {"stored": 2}
+    assert len(client.get("/users/ida", headers=AUTH).json()["history"]) == 2
+    other = client.post("/users/ida/interactions", json=events, headers={**AUTH, "Idempotency-Key": "req-2"})
+    assert other.status_code == 201 and len(client.get("/users/ida", headers=AUTH).json()["history"]) == 4
+    clash = client.post("/users/ben/interactions", json=events, headers=keyed)
+    assert clash.status_code == 409 and "another user" in clash.json()["detail"]
+    assert _count(client, "interactions") == 4
+    refused = client.post("/users", json={"id": "cy"}, headers=keyed)
+    assert refused.status_code == 400 and "Idempotency-Key" in refused.json()["detail"]
+    assert client.get("/users/cy", headers=AUTH).status_code == 404
+    empty = {**AUTH, "Idempotency-Key": ""}
+    assert client.post("/users/ida/interactions", json=events, headers=empty).status_code == 422
+    assert client.delete("/users/ida", headers=AUTH).status_code == 200
+    assert _count(client, "request_keys") == 0

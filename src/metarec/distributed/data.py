@@ -54,7 +54,10 @@ class RayDataEncoder:
         # blocks made on the driver (no task needs a CPU the encoders hold): enough for every worker to get
         # work, each a few encoder batches
         blocks = max(d.num_workers, -(-len(texts) // (batch_size * 4)))
-        rows = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=blocks)
+        # longest first, as sentence-transformers orders a local encode: each worker batch then holds texts
+        # of about one length, so little of a batch is padding (unsorted batches pad to their longest text)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        rows = ray.data.from_items([{"row": int(i), "text": texts[i]} for i in order], override_num_blocks=blocks)
         out = rows.map_batches(
             _EncodeActor,
             fn_constructor_kwargs={"text_cfg": self.text_cfg, "threads": threads},

@@ -5,6 +5,13 @@ Replicas share one PostgreSQL database (SQLite is one file on one machine: refus
 replica builds its own app (model, indexes) from the artefact; the schema is migrated once, here, before they
 start. A shared replica indexes items other replicas added before it reads or writes, and adapts users from
 the database on every request (no per-replica user cache that another replica's events would make stale).
+
+Two deployments: `gateway` (the HTTP ingress, no CPU of its own) forwards each request through a Ray Serve
+handle to a `metarec` replica, which runs the app in-process (httpx's ASGI transport). Ray Serve's router
+retries a request only while no replica has accepted it; the gateway also retries one whose replica died
+under it, on another replica, when the retry is safe: a GET / HEAD / OPTIONS, or a POST that carries an
+`Idempotency-Key` (the app stores that request's events once however often it arrives). Anything else
+answers 503 and the client decides. A killed gateway replica still fails the requests it holds.
 """
 
 from __future__ import annotations
@@ -14,6 +21,70 @@ from typing import Any
 
 from metarec.errors import ConfigError
 from metarec.utils import require
+
+#: methods a gateway re-sends after the replica holding them died (they change nothing, or change it once)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: re-sends of one request before the gateway gives up with a 503 (each goes to a live replica)
+RETRIES = 3
+UNSAFE_HINT = "it may or may not have been stored: a POST with an Idempotency-Key header is safe to send again"
+
+
+def retry_safe(method: str, headers: dict[str, str]) -> bool:
+    """May a request whose replica died be sent again? Yes when it reads, or carries an Idempotency-Key."""
+    return method in SAFE_METHODS or (method == "POST" and "idempotency-key" in headers)
+
+
+class AppReplica:
+    """A `metarec` replica: the service's FastAPI app, called in-process for each forwarded request."""
+
+    def __init__(self, build: Any) -> None:
+        import httpx
+
+        self.app = build()
+        # raise_app_exceptions=False: an error inside the app is its 500 answer, as over a real socket
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False, client=("gateway", 0))
+        self.client = httpx.AsyncClient(transport=transport, base_url="http://metarec", timeout=None)
+
+    async def handle(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes
+                     ) -> tuple[int, list[tuple[str, str]], bytes]:  # fmt: skip
+        url = path + (f"?{query}" if query else "")
+        r = await self.client.request(method, url, headers=headers, content=body)
+        return r.status_code, list(r.headers.multi_items()), r.content
+
+
+class Gateway:
+    """The HTTP ingress: reads the request (up to the app's body limit), forwards it, re-sends a safe one
+    whose replica died (`retry_safe`), and answers 503 for one it may not re-send."""
+
+    def __init__(self, app: Any, max_body: int) -> None:
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, request: Any) -> Any:
+        from ray.exceptions import RayActorError
+        from starlette.responses import JSONResponse, Response
+
+        body = bytearray()
+        async for chunk in request.stream():  # capped here too: the gateway holds the body while it retries
+            body += chunk
+            if len(body) > self.max_body:
+                return JSONResponse({"detail": f"request body over {self.max_body:,} bytes"}, status_code=413)
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in ("host", "content-length")]
+        safe = retry_safe(request.method, {k.lower(): v for k, v in headers})
+        for attempt in range(RETRIES + 1):
+            try:
+                status, out_headers, content = await self.app.handle.remote(
+                    request.method, request.url.path, request.url.query, headers, bytes(body)
+                )
+            except RayActorError:  # the replica died (or became unreachable) holding the request
+                if not safe or attempt == RETRIES:
+                    what = "try again shortly" if safe else UNSAFE_HINT
+                    detail = f"the replica serving this request stopped; {what}"
+                    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+                continue
+            response = Response(content=content, status_code=status)
+            response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]
+            return response
+        raise AssertionError("unreachable")
 
 
 def check_replicas(db_url: str, replicas: int, max_replicas: int | None, min_replicas: int | None = None) -> None:
@@ -49,6 +120,8 @@ def deployment(artifact: str | Path, db_url: str, replicas: int = 1, min_replica
 
         return create_app(artifact, db_url, shared=shared, **kwargs)
 
+    from metarec.serve.app import MAX_BODY
+
     options: dict[str, Any] = {"name": "metarec", "ray_actor_options": {"num_cpus": cpus_per_replica}}
     if max_replicas:  # --replicas is where autoscaling starts, within the bounds
         low = 1 if min_replicas is None else min_replicas
@@ -56,7 +129,10 @@ def deployment(artifact: str | Path, db_url: str, replicas: int = 1, min_replica
                                          "initial_replicas": min(max(replicas, low, 1), max_replicas)}  # fmt: skip
     else:
         options["num_replicas"] = replicas
-    return serve.deployment(serve.ingress(build)(), **options).bind()
+    # the gateway only forwards: no CPU reserved (the replicas hold them), two of it where replicas are shared
+    gateway = serve.deployment(Gateway, name="gateway", num_replicas=2 if shared else 1,
+                               ray_actor_options={"num_cpus": 0})  # fmt: skip
+    return gateway.bind(serve.deployment(AppReplica, **options).bind(build), kwargs.get("max_body", MAX_BODY))
 
 
 def run(app: Any, host: str, port: int, blocking: bool = True) -> None:

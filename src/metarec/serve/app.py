@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -161,6 +161,9 @@ async def require_token(
 
 
 Service = Annotated[RecommenderService, Depends(get_service)]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[ -~]+$")
+]
 WRITE = [Depends(require_token)]
 PRIVATE = WRITE  # a user's profile, history and recommendations (which name what they liked)
 
@@ -286,8 +289,10 @@ def recommendations(
 
 
 @users.post("/users/{user_id}/interactions", status_code=201, dependencies=WRITE, responses=_errors(401, 404, 413))
-def add_interactions(service: Service, user_id: UserId, body: EventsIn) -> dict:
-    stored = service.add_interactions(user_id, [e.model_dump() for e in body.events])
+def add_interactions(service: Service, user_id: UserId, body: EventsIn, idempotency_key: IdempotencyKey = None
+                     ) -> dict:  # fmt: skip
+    """With an `Idempotency-Key` header a retried request (same key) stores its events once."""
+    stored = service.add_interactions(user_id, [e.model_dump() for e in body.events], key=idempotency_key)
     return {"stored": stored}
 
 

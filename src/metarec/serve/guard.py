@@ -9,12 +9,15 @@ they say enough, else while the body streams in, before anything parses it.
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+#: the one write that honours `Idempotency-Key` (stores its events once however often it is retried)
+IDEMPOTENT_WRITE = re.compile(r"^/users/[^/]+/interactions/?$")
 
 
 def token_ok(header: str | None, token: str) -> bool:
@@ -44,6 +47,14 @@ class RequestGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.token and scope["method"] in WRITES and not token_ok(headers.get("authorization"), self.token):
             await unauthorized()(scope, receive, send)
+            return
+        if (
+            "idempotency-key" in headers
+            and scope["method"] in WRITES
+            and not (scope["method"] == "POST" and IDEMPOTENT_WRITE.match(scope["path"]))
+        ):  # a key the route ignored would promise a safe retry it cannot keep
+            detail = "Idempotency-Key is honoured only by POST /users/{id}/interactions; send it there or drop it"
+            await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
             return
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):

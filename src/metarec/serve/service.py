@@ -30,7 +30,7 @@ from metarec.errors import MetarecError
 from metarec.models.base import Servable, UserState
 from metarec.models.io import load_model
 from metarec.serve.index import ItemIndex, RowBuffer
-from metarec.serve.storage import Deletion, Interaction, Item, ServiceMeta, Store, User, display_url
+from metarec.serve.storage import Deletion, Interaction, Item, RequestKey, ServiceMeta, Store, User, display_url
 
 log = logging.getLogger(__name__)
 POSITIVE = {"click", "like"}
@@ -272,33 +272,55 @@ class RecommenderService:
             rows = s.scalars(query if limit is None else query.limit(limit)).all()
             return user, list(rows)
 
-    def add_interactions(self, external: str, events: list[dict], fail_after_insert: bool = False) -> int:
-        """Store a batch of events and re-adapt the user, all or nothing."""
+    def add_interactions(self, external: str, events: list[dict], fail_after_insert: bool = False,
+                         key: str | None = None) -> int:  # fmt: skip
+        """Store a batch of events and re-adapt the user, all or nothing.
+
+        With `key` (the request's Idempotency-Key) a batch already stored under that key for this user is
+        not stored again (its count is returned): the key is written in the events' transaction, so a
+        retry after any failure stores the events exactly once."""
         for e in events:
             if e["kind"] not in KINDS:
                 raise MetarecError(f"kind must be one of {sorted(KINDS)}, got {e['kind']!r}")
             if e["kind"] == "rating" and e.get("rating") is None:
                 raise MetarecError("a 'rating' event needs a rating value")
         self.sync()
-        with self.store.write_lock, self.store.session_scope() as s:
-            user = self._user(s, external, for_update=True)  # one writer per user: each adapts on all rows
-            wanted = {e["item"] for e in events}
-            index = dict(s.execute(select(Item.external_id, Item.id).where(Item.external_id.in_(wanted))).all())
-            missing = sorted(wanted - set(index))
-            if missing:
-                raise NotFound(f"unknown item(s) {', '.join(map(repr, missing[:5]))}; add them with POST /items")
-            last = s.scalar(select(func.max(Interaction.id)).where(Interaction.user_id == user.id)) or 0
-            rows = [Interaction(user_id=user.id, item_id=index[e["item"]], kind=e["kind"], rating=e.get("rating"))
-                    for e in events]  # fmt: skip
-            s.add_all(rows)
-            s.flush()
-            if fail_after_insert:  # test hook: a crash between the writes and the commit
-                raise RuntimeError("injected failure after insert")
-            cached = self.states.get(user.id)  # one dict read, no self.lock: see the lock order note in _adapt
-            # the cached state saw exactly the rows up to `last` (the row lock keeps other writers out):
-            # extend it with the new rows instead of re-reading the whole history
-            prior = cached[0].payload if cached is not None and cached[0].payload["version"] == last else None
-            state = self._adapt(s, user, rows, prior)  # in the transaction: if it fails, nothing is stored
+        try:
+            with self.store.write_lock, self.store.session_scope() as s:
+                user = self._user(s, external, for_update=True)  # one writer per user: each adapts on all rows
+                if key is not None:  # under the user's row lock: a concurrent retry waits, then finds the key
+                    done = s.get(RequestKey, key)
+                    if done is not None:
+                        if done.user_id != user.id:
+                            raise Conflict(f"Idempotency-Key {key!r} was used for another user's events; send a "
+                                           "new key for each new request")  # fmt: skip
+                        return done.stored
+                wanted = {e["item"] for e in events}
+                index = dict(s.execute(select(Item.external_id, Item.id).where(Item.external_id.in_(wanted))).all())
+                missing = sorted(wanted - set(index))
+                if missing:
+                    raise NotFound(f"unknown item(s) {', '.join(map(repr, missing[:5]))}; add them with POST /items")
+                last = s.scalar(select(func.max(Interaction.id)).where(Interaction.user_id == user.id)) or 0
+                rows = [Interaction(user_id=user.id, item_id=index[e["item"]], kind=e["kind"], rating=e.get("rating"))
+                        for e in events]  # fmt: skip
+                s.add_all(rows)
+                if key is not None:
+                    s.add(RequestKey(key=key, user_id=user.id, stored=len(rows)))
+                s.flush()
+                if fail_after_insert:  # test hook: a crash between the writes and the commit
+                    raise RuntimeError("injected failure after insert")
+                cached = self.states.get(user.id)  # one dict read, no self.lock: see the lock order note in _adapt
+                # the cached state saw exactly the rows up to `last` (the row lock keeps other writers out):
+                # extend it with the new rows instead of re-reading the whole history
+                prior = cached[0].payload if cached is not None and cached[0].payload["version"] == last else None
+                state = self._adapt(s, user, rows, prior)  # in the transaction: if it fails, nothing is stored
+        except IntegrityError:  # two users raced with one key: the loser stored nothing
+            if key is None:
+                raise
+            raise Conflict(
+                f"Idempotency-Key {key!r} was used by another request at the same time; send a new key "
+                "for each new request"
+            ) from None
         self._remember(external, user.id, state)
         try:  # after the commit: the events are stored whatever happens here, so never a 5xx for them
             self._warm_items({r.item_id for r in rows if r.item_id >= self.model.n_items_})
@@ -431,6 +453,7 @@ class RecommenderService:
             user = self._user(s, external, for_update=True)
             uid = user.id
             events = s.execute(delete(Interaction).where(Interaction.user_id == uid)).rowcount  # type: ignore[attr-defined]
+            s.execute(delete(RequestKey).where(RequestKey.user_id == uid))
             s.execute(delete(User).where(User.id == uid))
             if s.scalar(select(Deletion.id).where(Deletion.subject == subject)) is None:
                 s.add(Deletion(subject=subject))

@@ -68,6 +68,19 @@ class Interaction(Base):
     __table_args__ = (Index("ix_interactions_user", "user_id"),)
 
 
+class RequestKey(Base):
+    """The `Idempotency-Key` of a stored batch of events: a retry of the same request (a client's, or the
+    Ray Serve gateway's after a replica died under it) finds it and stores nothing twice. Removed with
+    the user."""
+
+    __tablename__ = "request_keys"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    stored: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    __table_args__ = (Index("ix_request_keys_user", "user_id"),)
+
+
 class Deletion(Base):
     """A user deleted on request: when, and a keyed hash of their id (`data.pseudonym.keyed_hash` under
     `Store.deletion_key`) so a later training run can leave them out; never the id, a profile or an event."""
