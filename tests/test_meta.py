@@ -85,6 +85,31 @@ def test_episode_sampler_splits_earliest_k(synth):
     assert s.sum() == 0 and q.sum() == rows.nnz
 
 
+def test_time_rank_matrix_ranks_each_row_in_time_order(synth):
+    """Ranks 1..n within each user in time order (ties and data without time: row order); a pair met
+    twice keeps its first row. Checked against a direct pandas computation on shuffled rows."""
+    import warnings
+
+    import pandas as pd
+
+    inter = synth.interactions.sample(frac=1.0, random_state=0)
+    extra = inter.head(40).assign(timestamp=inter.head(40)["timestamp"] + 10**9)  # met again, later
+    coarse = inter.assign(timestamp=inter["timestamp"] // 50)  # many ties
+    for frame in (inter, pd.concat([inter, extra]), coarse, inter.drop(columns="timestamp")):
+        ds = synth.with_interactions(frame.reset_index(drop=True))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = time_rank_matrix(ds)
+        want = ds.interactions.drop_duplicates(["user", "item"])
+        want = want.sort_values(["user", "timestamp"] if "timestamp" in want else ["user"], kind="stable")
+        want = want.assign(rank=want.groupby("user").cumcount() + 1)
+        coo = got.tocoo()
+        got_df = pd.DataFrame({"user": coo.row, "item": coo.col, "rank": coo.data})
+        merged = want.merge(got_df, on=["user", "item"], suffixes=("", "_got"))
+        assert got.nnz == len(want) == len(merged) and (merged["rank"] == merged["rank_got"]).all()
+        assert got.has_sorted_indices and got.dtype == np.float64
+
+
 def test_warm_user_state_is_cached(maml):
     first = maml.state_for(3)
     assert maml.state_for(3) is first

@@ -16,12 +16,14 @@ answers 503 and the client decides. A killed gateway replica still fails the req
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from metarec.errors import ConfigError
 from metarec.utils import require
 
+log = logging.getLogger("ray.serve")
 #: methods a gateway re-sends after the replica holding them died (they change nothing, or change it once)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: re-sends of one request before the gateway gives up with a 503 (each goes to a live replica)
@@ -75,7 +77,10 @@ class Gateway:
                 status, out_headers, content = await self.app.handle.remote(
                     request.method, request.url.path, request.url.query, headers, bytes(body)
                 )
-            except RayActorError:  # the replica died (or became unreachable) holding the request
+            except RayActorError as exc:  # the replica died (or became unreachable) holding the request
+                then = "re-sending" if safe and attempt < RETRIES else "answering 503"
+                log.warning("a replica stopped under %s %s (%s): %s", request.method, request.url.path,
+                            type(exc).__name__, then)  # fmt: skip
                 if not safe or attempt == RETRIES:
                     what = "try again shortly" if safe else UNSAFE_HINT
                     detail = f"the replica serving this request stopped; {what}"

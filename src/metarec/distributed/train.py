@@ -19,6 +19,7 @@ from metarec.utils import require
 
 
 def _loop(config: dict[str, Any]) -> None:
+    import ray
     import ray.train
     import torch
 
@@ -30,7 +31,7 @@ def _loop(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(config["threads"])
-    ds = config["dataset"]
+    ds = ray.get(config["dataset"])  # from the object store: the workers on one node share its pages
     model = build_model(config["kind"], config["params"], seed=config["seed"])
     work = Path(tempfile.mkdtemp(prefix="metarec-train-"))  # this worker's checkpoint, removed at the end
     resume = ray.train.get_checkpoint()
@@ -76,7 +77,10 @@ def train_distributed(cfg: dict[str, Any], model_name: str, ds: Any, dcfg: Distr
     kind = params.pop("type", model_name)
     if kind in TEXT_MODELS:
         params["text"] = {**cfg["text"], **params.get("text", {})}
-    loop_cfg = {"dataset": ds, "valid": valid, "kind": kind, "params": params, "seed": int(cfg["seed"]),
+    ray = require("ray", "ray")
+    # put once, passed by reference: pickled into the train function, the dataset would be copied into
+    # Ray Train's controller and every worker's heap; from the object store, numpy columns are read in place
+    loop_cfg = {"dataset": ray.put(ds), "valid": valid, "kind": kind, "params": params, "seed": int(cfg["seed"]),
                 "threads": max(1, int(dcfg.cpus_per_worker)), "out": str(out.resolve()), "cfg": cfg,
                 "tensorboard": str(tensorboard.resolve()) if tensorboard else None}  # fmt: skip
     trainer = TorchTrainer(
