@@ -101,7 +101,7 @@ def eval_run(workers: int | None) -> tuple[dict, object]:
     with threadpool_limits(1):
         result = run_experiment(cfg, progress=False)
     total = time.perf_counter() - t0
-    out = {"seconds_total": total}
+    out = {"seconds_total": total, "timings": {k: round(v, 2) for k, v in result.timings.items()}}
     if workers is not None:
         out["startup_seconds"] = startup_seconds["connect"]
         out["seconds"] = total - startup_seconds["connect"]
