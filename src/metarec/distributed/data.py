@@ -24,6 +24,10 @@ class _EncodeActor:
     """One per worker: loads the encoder once, then encodes the batches Ray Data hands it."""
 
     def __init__(self, text_cfg: dict[str, Any], threads: int) -> None:
+        import os
+
+        # the worker owns `threads` cores: the tokenizer's own thread pool would take every core of the node
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if threads == 1 else "true")
         from metarec.text.registry import get_encoder
 
         self.encoder = get_encoder({**text_cfg, "threads": threads})
