@@ -71,6 +71,7 @@ def main() -> None:  # noqa: C901  # one scripted run, read top to bottom
     log: list[tuple[float, float, bool, str]] = []  # (start, latency, ok, what went wrong)
     replicas: list[tuple[float, int]] = []
     likes: list[int] = []  # likes answered 2xx (each stores one event)
+    resent: list[tuple[float, str, int]] = []  # (sent at, method, re-sends) of requests the gateway re-sent
     in_database = -1
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
     try:
@@ -103,6 +104,8 @@ def main() -> None:  # noqa: C901  # one scripted run, read top to bottom
                         ok, what = r.status_code < 400, "" if r.status_code < 400 else f"HTTP {r.status_code}"
                     except httpx.HTTPError as exc:
                         ok, what = False, type(exc).__name__
+                    if ok and r.headers.get("x-metarec-resent"):  # the gateway re-sent it after a replica died
+                        resent.append((start - t0, r.request.method, int(r.headers["x-metarec-resent"])))
                     log.append((start - t0, time.perf_counter() - start, ok, what))
                     if ok and r.request.method == "POST":
                         likes.append(1)
@@ -162,6 +165,7 @@ def main() -> None:  # noqa: C901  # one scripted run, read top to bottom
                        "p99": float(np.percentile(lat, 99)), "max": float(lat.max())},
         "requests_per_s": len(log) / DURATION, "replicas_running": replicas,
         "likes_answered": len(likes), "likes_in_database": in_database,
+        "resent_by_gateway": [{"sent_s": t, "method": m, "times": n} for t, m, n in resent],
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve_ray.json").write_text(json.dumps(report, indent=1))
@@ -179,7 +183,9 @@ def main() -> None:  # noqa: C901  # one scripted run, read top to bottom
         + ("; ".join(f"{f['sent_s']:.2f} s, {f['seconds'] * 1000:.0f} ms, {f['what']}"
                      for f in report["failed_requests"]) or "none") + ".",
         f"Likes answered 2xx: {len(likes)}; events in the database after the run: {in_database} "
-        "(equal: no like lost or stored twice).", "",
+        "(equal: no like lost or stored twice).",
+        "Requests the gateway re-sent after their replica died (sent at, method): "
+        + ("; ".join(f"{t:.2f} s, {m}" + (f" x{n}" if n > 1 else "") for t, m, n in resent) or "none") + ".", "",
     ]  # fmt: skip
     (RESULTS / "serve_ray.md").write_text("\n".join(md))
     print("\n".join(md))

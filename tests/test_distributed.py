@@ -343,54 +343,112 @@ def test_ray_serve_two_replicas_on_postgresql(ray_cluster, artifact, tmp_path):
         admin.dispose()
 
 
-def _gateway_call(method: str, headers: dict[str, str], fail: int, body: bytes = b"{}") -> tuple[int, int, bytes]:
-    """Send one request through a `Gateway` whose replica handle dies `fail` times: (status, sends, body)."""
+def _scope(method: str, raw_path: bytes, headers: dict[str, str], query: bytes = b"") -> dict:
+    """An HTTP scope as a server (uvicorn, Ray Serve's proxy) hands it over: path decoded, raw_path kept."""
+    from urllib.parse import unquote
+
+    raw_headers = [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()]
+    return {"type": "http", "method": method, "path": unquote(raw_path.decode("ascii")), "raw_path": raw_path,
+            "query_string": query, "headers": raw_headers, "scheme": "http", "server": ("svc", 80),
+            "client": ("c", 1), "root_path": "", "http_version": "1.1"}  # fmt: skip
+
+
+def _through_gateway(gateway, scope: dict, body: bytes = b""):
     import asyncio
 
-    from ray.exceptions import ActorDiedError
     from starlette.requests import Request
+
+    chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    return asyncio.run(gateway(Request(scope, receive)))
+
+
+def _dying_gateway(fail: int, token: str | None = None):
+    """A `Gateway` whose replica handle dies `fail` times, then answers 201; `sent` lists what it forwarded."""
+    from ray.exceptions import ActorDiedError
 
     from metarec.distributed.serve import Gateway
 
     sent: list[tuple] = []
 
     class Handle:
-        def remote(self, *args):
-            sent.append(args)
+        def remote(self, scope, body):
+            sent.append((scope, body))
 
             async def answer():
                 if len(sent) <= fail:
                     raise ActorDiedError()
-                return 201, [("content-type", "application/json"), ("x-seen", args[1])], b'{"stored": 1}'
+                return 201, [(b"content-type", b"application/json")], b'{"stored": 1}'
 
             return answer()
 
     class App:
         handle = Handle()
 
-    scope = {"type": "http", "method": method, "path": "/users/u1/interactions", "raw_path": b"/users/u1/interactions",
-             "query_string": b"k=3", "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-             "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": ""}  # fmt: skip
-    chunks = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive():
-        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
-
-    response = asyncio.run(Gateway(App(), max_body=64)(Request(scope, receive)))
-    assert all(a[:4] == (method, "/users/u1/interactions", "k=3", a[3]) and a[4] == body for a in sent)
-    return response.status_code, len(sent), bytes(response.body)
+    return Gateway(App(), max_body=64, token=token), sent
 
 
 def test_gateway_resends_only_safe_requests_when_a_replica_dies():
     """A replica dying under a request: reads and keyed POSTs go again (to a live replica), other writes
-    answer 503 (the client cannot know whether they were stored); the answer passes through unchanged."""
-    assert _gateway_call("GET", {}, fail=0) == (201, 1, b'{"stored": 1}')
-    assert _gateway_call("GET", {}, fail=2) == (201, 3, b'{"stored": 1}')
-    assert _gateway_call("POST", {"Idempotency-Key": "k1"}, fail=1)[:2] == (201, 2)
-    status, sends, body = _gateway_call("POST", {}, fail=1)
-    assert (status, sends) == (503, 1) and b"Idempotency-Key" in body
-    assert _gateway_call("GET", {}, fail=10)[:2] == (503, 4)  # gives up after RETRIES re-sends
-    assert _gateway_call("POST", {}, fail=0, body=b"x" * 65)[:2] == (413, 0)  # never forwarded
+    answer 503 (the client cannot know whether they were stored); writes without the token and bodies over
+    the limit are refused before the body is read; the scope goes on unchanged."""
+    auth = {"Authorization": "Bearer t"}
+    for method, headers, fail, want in (("GET", {}, 0, (201, 1)), ("GET", {}, 2, (201, 3)),
+                                        ("POST", {**auth, "Idempotency-Key": "k1"}, 1, (201, 2)),
+                                        ("POST", auth, 1, (503, 1)), ("GET", {}, 10, (503, 4))):  # fmt: skip
+        gateway, sent = _dying_gateway(fail, token="t")
+        scope = _scope(method, b"/users/a%3Fb/interactions", headers, b"k=3")
+        r = _through_gateway(gateway, scope, b"{}")
+        assert (r.status_code, len(sent)) == want, (method, headers, fail)
+        assert all(got == {k: scope[k] for k in got} and got["raw_path"] == scope["raw_path"] and body == b"{}"
+                   for got, body in sent)  # fmt: skip
+        assert r.headers.get("x-metarec-resent") == (str(len(sent) - 1) if r.status_code == 201 and len(sent) > 1
+                                                     else None)  # fmt: skip
+        if r.status_code == 503:
+            assert b"Idempotency-Key" in r.body or method == "GET"
+    for headers, body, status in (({}, b"{}", 401), ({**auth, "Content-Length": "65"}, b"x" * 65, 413),
+                                  (auth, b"x" * 65, 413)):  # fmt: skip
+        gateway, sent = _dying_gateway(0, token="t")
+        assert _through_gateway(gateway, _scope("POST", b"/users", headers), body).status_code == status
+        assert not sent  # never forwarded
+
+
+def test_gateway_and_replica_keep_odd_user_ids_whole(artifact, tmp_path):
+    """Ids with ?, #, % and .. travel as raw bytes through Gateway -> AppReplica (in-process, no Ray): the
+    DELETE of user 'a?b' deletes that user, never user 'a'; the Host header survives (redirects)."""
+    import json
+
+    from metarec.distributed.serve import AppReplica, Gateway
+    from metarec.serve.app import create_app
+
+    replica = AppReplica(lambda: create_app(artifact, f"sqlite:///{tmp_path / 'svc.db'}", token="t"))
+
+    class App:
+        class handle:  # the shape of a Ray Serve handle
+            @staticmethod
+            def remote(scope, body):
+                return replica.handle(scope, body)
+
+    gateway = Gateway(App(), max_body=1 << 20, token="t")
+    auth = {"Authorization": "Bearer t", "Content-Type": "application/json", "Host": "shop.example"}
+    ids = {"a": b"a", "a?b": b"a%3Fb", "a#b": b"a%23b", "x%41": b"x%2541", "..": b"%2E%2E"}
+    for uid in ids:
+        r = _through_gateway(gateway, _scope("POST", b"/users", auth), json.dumps({"id": uid}).encode())
+        assert r.status_code == 201, (uid, r.body)
+    for uid, raw in ids.items():
+        r = _through_gateway(gateway, _scope("GET", b"/users/" + raw, auth))
+        assert r.status_code == 200 and json.loads(r.body)["id"] == uid, (uid, r.body)
+    assert _through_gateway(gateway, _scope("DELETE", b"/users/a%3Fb", auth)).status_code == 200
+    assert _through_gateway(gateway, _scope("GET", b"/users/a%3Fb", auth)).status_code == 404
+    assert _through_gateway(gateway, _scope("GET", b"/users/a", auth)).status_code == 200  # untouched
+    r = _through_gateway(
+        gateway,
+        _scope("GET", b"/users/a/recommendations/", auth),
+    )
+    assert r.status_code == 307 and r.headers["location"].startswith("http://shop.example/")
 
 
 def test_serve_refuses_replicas_on_sqlite(artifact, tmp_path):

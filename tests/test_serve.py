@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import threading
 import time
@@ -740,9 +741,10 @@ def test_recommend_within_a_domain_adapting_from_all(domain_artifact, tmp_path):
 
 
 def test_idempotency_key_stores_a_retried_batch_once(client):
-    """POST /users/{id}/interactions with an Idempotency-Key: the same key again (a retry after a lost answer
-    or a dead replica) stores nothing more and answers as the first time; a key is one user's; other writes
-    refuse the header instead of ignoring it; deleting the user removes their keys."""
+    """POST /users/{id}/interactions with an Idempotency-Key: the same key and events again (a retry after a
+    lost answer or a dead replica) store nothing more and answer as the first time; keys are per user; the
+    key with other events is a 422; other writes refuse the header instead of ignoring it; keys expire
+    after a day and go with the user."""
     for uid in ("ida", "ben"):
         assert client.post("/users", json={"id": uid}, headers=AUTH).status_code == 201
     events = {"events": [{"item": "i1", "kind": "like"}, {"item": "i2", "kind": "click"}]}
@@ -753,13 +755,20 @@ def test_idempotency_key_stores_a_retried_batch_once(client):
     assert len(client.get("/users/ida", headers=AUTH).json()["history"]) == 2
     other = client.post("/users/ida/interactions", json=events, headers={**AUTH, "Idempotency-Key": "req-2"})
     assert other.status_code == 201 and len(client.get("/users/ida", headers=AUTH).json()["history"]) == 4
-    clash = client.post("/users/ben/interactions", json=events, headers=keyed)
-    assert clash.status_code == 409 and "another user" in clash.json()["detail"]
-    assert _count(client, "interactions") == 4
+    assert client.post("/users/ben/interactions", json=events, headers=keyed).status_code == 201  # ben's own key
+    changed = {"events": [{"item": "i3", "kind": "like"}]}
+    reused = client.post("/users/ida/interactions", json=changed, headers=keyed)
+    assert reused.status_code == 422 and "other events" in str(reused.json())
+    assert _count(client, "interactions") == 6 and _count(client, "request_keys") == 3
     refused = client.post("/users", json={"id": "cy"}, headers=keyed)
     assert refused.status_code == 400 and "Idempotency-Key" in refused.json()["detail"]
     assert client.get("/users/cy", headers=AUTH).status_code == 404
     empty = {**AUTH, "Idempotency-Key": ""}
     assert client.post("/users/ida/interactions", json=events, headers=empty).status_code == 422
+    with client.app.state.service.store.engine.begin() as c:  # two days later, req-1 of ida is forgotten
+        c.execute(text("UPDATE request_keys SET created_at = :t"), {"t": datetime.datetime(2000, 1, 1)})
+    assert client.post("/users/ida/interactions", json=events, headers=keyed).status_code == 201
+    assert len(client.get("/users/ida", headers=AUTH).json()["history"]) == 6
     assert client.delete("/users/ida", headers=AUTH).status_code == 200
+    assert client.delete("/users/ben", headers=AUTH).status_code == 200
     assert _count(client, "request_keys") == 0

@@ -26,8 +26,9 @@ class _EncodeActor:
     def __init__(self, text_cfg: dict[str, Any], threads: int) -> None:
         import os
 
-        # the worker owns `threads` cores: the tokenizer's own thread pool would take every core of the node
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if threads == 1 else "true")
+        # the worker owns `threads` cores: the tokenizer's own (Rayon) pool would take every core of the node
+        os.environ["RAYON_NUM_THREADS"] = str(threads)
+        os.environ["TOKENIZERS_PARALLELISM"] = "false" if threads == 1 else "true"
         from metarec.text.registry import get_encoder
 
         self.encoder = get_encoder({**text_cfg, "threads": threads})

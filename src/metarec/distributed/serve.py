@@ -28,6 +28,8 @@ log = logging.getLogger("ray.serve")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: re-sends of one request before the gateway gives up with a 503 (each goes to a live replica)
 RETRIES = 3
+#: requests one gateway replica holds at once (each only waits on a replica; the replicas' own limits queue them)
+GATEWAY_MAX_ONGOING = 1000
 UNSAFE_HINT = "it may or may not have been stored: a POST with an Idempotency-Key header is safe to send again"
 
 
@@ -36,47 +38,85 @@ def retry_safe(method: str, headers: dict[str, str]) -> bool:
     return method in SAFE_METHODS or (method == "POST" and "idempotency-key" in headers)
 
 
+#: the parts of an incoming ASGI scope a replica gets unchanged (raw path, query and header bytes: nothing is
+#: decoded and parsed again, so `/users/a%3Fb` stays user `a?b`)
+SCOPE_KEYS = ("method", "path", "raw_path", "root_path", "query_string", "headers", "scheme", "server", "client",
+              "http_version")  # fmt: skip
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
 class AppReplica:
-    """A `metarec` replica: the service's FastAPI app, called in-process for each forwarded request."""
+    """A `metarec` replica: the service's FastAPI app, called in-process (ASGI) for each forwarded request."""
 
     def __init__(self, build: Any) -> None:
-        import httpx
-
         self.app = build()
-        # raise_app_exceptions=False: an error inside the app is its 500 answer, as over a real socket
-        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False, client=("gateway", 0))
-        self.client = httpx.AsyncClient(transport=transport, base_url="http://metarec", timeout=None)
 
-    async def handle(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes
-                     ) -> tuple[int, list[tuple[str, str]], bytes]:  # fmt: skip
-        url = path + (f"?{query}" if query else "")
-        r = await self.client.request(method, url, headers=headers, content=body)
-        return r.status_code, list(r.headers.multi_items()), r.content
+    async def handle(self, scope: dict[str, Any], body: bytes) -> Answer:
+        """Run the app on the gateway's request: (status, raw headers, body)."""
+        import asyncio
+
+        scope = {**scope, "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "state": {}}
+        done = asyncio.Event()
+        sent = False
+        status, headers, parts = 500, [], []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await done.wait()  # the client "leaves" only once the answer is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status, headers = message["status"], [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                parts.append(bytes(message.get("body", b"")))
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception:  # Starlette has sent its 500 already, and re-raised for the server's log
+            log.exception("the app failed on %s %s", scope.get("method"), scope.get("path"))
+            if not headers:
+                return 500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error"
+        finally:
+            done.set()
+        return status, headers, b"".join(parts)
 
 
 class Gateway:
-    """The HTTP ingress: reads the request (up to the app's body limit), forwards it, re-sends a safe one
-    whose replica died (`retry_safe`), and answers 503 for one it may not re-send."""
+    """The HTTP ingress: refuses what the app's guard would refuse before the body (a write without the
+    token, a declared body over the limit), reads the body (capped), forwards the request unchanged,
+    re-sends a safe one whose replica died (`retry_safe`; the answer then says so in `X-Metarec-Resent`)
+    and answers 503 for one it may not re-send."""
 
-    def __init__(self, app: Any, max_body: int) -> None:
-        self.app, self.max_body = app, max_body
+    def __init__(self, app: Any, max_body: int, token: str | None = None) -> None:
+        self.app, self.max_body, self.token = app, max_body, token
 
     async def __call__(self, request: Any) -> Any:
         from ray.exceptions import RayActorError
         from starlette.responses import JSONResponse, Response
 
+        from metarec.serve.guard import WRITES, token_ok, unauthorized
+
+        if self.token and request.method in WRITES and not token_ok(request.headers.get("authorization"), self.token):
+            return unauthorized()
+        too_large = JSONResponse({"detail": f"request body over {self.max_body:,} bytes"}, status_code=413)
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return too_large
         body = bytearray()
         async for chunk in request.stream():  # capped here too: the gateway holds the body while it retries
             body += chunk
             if len(body) > self.max_body:
-                return JSONResponse({"detail": f"request body over {self.max_body:,} bytes"}, status_code=413)
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in ("host", "content-length")]
-        safe = retry_safe(request.method, {k.lower(): v for k, v in headers})
+                return too_large
+        scope = {k: request.scope[k] for k in SCOPE_KEYS if k in request.scope}
+        safe = retry_safe(request.method, {k.lower(): v for k, v in request.headers.items()})
         for attempt in range(RETRIES + 1):
             try:
-                status, out_headers, content = await self.app.handle.remote(
-                    request.method, request.url.path, request.url.query, headers, bytes(body)
-                )
+                status, headers, content = await self.app.handle.remote(scope, bytes(body))
             except RayActorError as exc:  # the replica died (or became unreachable) holding the request
                 then = "re-sending" if safe and attempt < RETRIES else "answering 503"
                 log.warning("a replica stopped under %s %s (%s): %s", request.method, request.url.path,
@@ -87,7 +127,7 @@ class Gateway:
                     return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
                 continue
             response = Response(content=content, status_code=status)
-            response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]
+            response.raw_headers = headers + ([(b"x-metarec-resent", str(attempt).encode())] if attempt else [])
             return response
         raise AssertionError("unreachable")
 
@@ -135,9 +175,11 @@ def deployment(artifact: str | Path, db_url: str, replicas: int = 1, min_replica
     else:
         options["num_replicas"] = replicas
     # the gateway only forwards: no CPU reserved (the replicas hold them), two of it where replicas are shared
+    # and waits on replicas: its in-flight limit must not be what caps the service (Ray Serve's default is 5)
     gateway = serve.deployment(Gateway, name="gateway", num_replicas=2 if shared else 1,
-                               ray_actor_options={"num_cpus": 0})  # fmt: skip
-    return gateway.bind(serve.deployment(AppReplica, **options).bind(build), kwargs.get("max_body", MAX_BODY))
+                               ray_actor_options={"num_cpus": 0}, max_ongoing_requests=GATEWAY_MAX_ONGOING)  # fmt: skip
+    return gateway.bind(serve.deployment(AppReplica, **options).bind(build), kwargs.get("max_body", MAX_BODY),
+                        kwargs.get("token"))  # fmt: skip
 
 
 def run(app: Any, host: str, port: int, blocking: bool = True) -> None:

@@ -30,7 +30,17 @@ from metarec.errors import MetarecError
 from metarec.models.base import Servable, UserState
 from metarec.models.io import load_model
 from metarec.serve.index import ItemIndex, RowBuffer
-from metarec.serve.storage import Deletion, Interaction, Item, RequestKey, ServiceMeta, Store, User, display_url
+from metarec.serve.storage import (
+    Deletion,
+    Interaction,
+    Item,
+    RequestKey,
+    ServiceMeta,
+    Store,
+    User,
+    display_url,
+    keys_expired_before,
+)
 
 log = logging.getLogger(__name__)
 POSITIVE = {"click", "like"}
@@ -285,42 +295,37 @@ class RecommenderService:
             if e["kind"] == "rating" and e.get("rating") is None:
                 raise MetarecError("a 'rating' event needs a rating value")
         self.sync()
-        try:
-            with self.store.write_lock, self.store.session_scope() as s:
-                user = self._user(s, external, for_update=True)  # one writer per user: each adapts on all rows
-                if key is not None:  # under the user's row lock: a concurrent retry waits, then finds the key
-                    done = s.get(RequestKey, key)
-                    if done is not None:
-                        if done.user_id != user.id:
-                            raise Conflict(f"Idempotency-Key {key!r} was used for another user's events; send a "
-                                           "new key for each new request")  # fmt: skip
-                        return done.stored
-                wanted = {e["item"] for e in events}
-                index = dict(s.execute(select(Item.external_id, Item.id).where(Item.external_id.in_(wanted))).all())
-                missing = sorted(wanted - set(index))
-                if missing:
-                    raise NotFound(f"unknown item(s) {', '.join(map(repr, missing[:5]))}; add them with POST /items")
-                last = s.scalar(select(func.max(Interaction.id)).where(Interaction.user_id == user.id)) or 0
-                rows = [Interaction(user_id=user.id, item_id=index[e["item"]], kind=e["kind"], rating=e.get("rating"))
-                        for e in events]  # fmt: skip
-                s.add_all(rows)
-                if key is not None:
-                    s.add(RequestKey(key=key, user_id=user.id, stored=len(rows)))
-                s.flush()
-                if fail_after_insert:  # test hook: a crash between the writes and the commit
-                    raise RuntimeError("injected failure after insert")
-                cached = self.states.get(user.id)  # one dict read, no self.lock: see the lock order note in _adapt
-                # the cached state saw exactly the rows up to `last` (the row lock keeps other writers out):
-                # extend it with the new rows instead of re-reading the whole history
-                prior = cached[0].payload if cached is not None and cached[0].payload["version"] == last else None
-                state = self._adapt(s, user, rows, prior)  # in the transaction: if it fails, nothing is stored
-        except IntegrityError:  # two users raced with one key: the loser stored nothing
-            if key is None:
-                raise
-            raise Conflict(
-                f"Idempotency-Key {key!r} was used by another request at the same time; send a new key "
-                "for each new request"
-            ) from None
+        with self.store.write_lock, self.store.session_scope() as s:
+            user = self._user(s, external, for_update=True)  # one writer per user: each adapts on all rows
+            digest = hashlib.sha256(json.dumps(events, sort_keys=True).encode()).hexdigest()
+            if key is not None:  # under the user's row lock: a concurrent retry waits, then finds the key
+                expired = keys_expired_before()
+                s.execute(delete(RequestKey).where(RequestKey.user_id == user.id, RequestKey.created_at < expired))
+                done = s.get(RequestKey, (user.id, key))
+                if done is not None:
+                    if done.body_sha256 != digest:
+                        raise MetarecError(f"Idempotency-Key {key!r} was used for other events; send a new key "
+                                           "for each new batch")  # fmt: skip
+                    return done.stored
+            wanted = {e["item"] for e in events}
+            index = dict(s.execute(select(Item.external_id, Item.id).where(Item.external_id.in_(wanted))).all())
+            missing = sorted(wanted - set(index))
+            if missing:
+                raise NotFound(f"unknown item(s) {', '.join(map(repr, missing[:5]))}; add them with POST /items")
+            last = s.scalar(select(func.max(Interaction.id)).where(Interaction.user_id == user.id)) or 0
+            rows = [Interaction(user_id=user.id, item_id=index[e["item"]], kind=e["kind"], rating=e.get("rating"))
+                    for e in events]  # fmt: skip
+            s.add_all(rows)
+            if key is not None:
+                s.add(RequestKey(user_id=user.id, key=key, body_sha256=digest, stored=len(rows)))
+            s.flush()
+            if fail_after_insert:  # test hook: a crash between the writes and the commit
+                raise RuntimeError("injected failure after insert")
+            cached = self.states.get(user.id)  # one dict read, no self.lock: see the lock order note in _adapt
+            # the cached state saw exactly the rows up to `last` (the row lock keeps other writers out):
+            # extend it with the new rows instead of re-reading the whole history
+            prior = cached[0].payload if cached is not None and cached[0].payload["version"] == last else None
+            state = self._adapt(s, user, rows, prior)  # in the transaction: if it fails, nothing is stored
         self._remember(external, user.id, state)
         try:  # after the commit: the events are stored whatever happens here, so never a 5xx for them
             self._warm_items({r.item_id for r in rows if r.item_id >= self.model.n_items_})

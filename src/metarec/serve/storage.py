@@ -10,7 +10,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +68,25 @@ class Interaction(Base):
     __table_args__ = (Index("ix_interactions_user", "user_id"),)
 
 
+KEY_DAYS = 1  # how long a batch's Idempotency-Key is kept: retries come within seconds, late ones within a day
+
+
+def keys_expired_before() -> datetime:
+    """Idempotency-Keys written before this moment are dropped (a user's, when they next send one)."""
+    return _now() - timedelta(days=KEY_DAYS)
+
+
 class RequestKey(Base):
-    """The `Idempotency-Key` of a stored batch of events: a retry of the same request (a client's, or the
-    Ray Serve gateway's after a replica died under it) finds it and stores nothing twice. Removed with
-    the user."""
+    """The `Idempotency-Key` of a user's stored batch of events, with the batch's hash: a retry of the same
+    request (a client's, or the Ray Serve gateway's after a replica died under it) finds it and stores
+    nothing twice. Kept `KEY_DAYS` days; removed with the user."""
 
     __tablename__ = "request_keys"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    body_sha256: Mapped[str] = mapped_column(String(64))
     stored: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=_now)
-    __table_args__ = (Index("ix_request_keys_user", "user_id"),)
 
 
 class Deletion(Base):

@@ -1,4 +1,5 @@
-"""request_keys: Idempotency-Key values of stored event batches, so a retried POST stores its events once
+"""request_keys: Idempotency-Key values of stored event batches (per user, with the batch's hash), so a
+retried POST stores its events once
 
 Revision ID: 0005
 Revises: 0004
@@ -16,14 +17,13 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "request_keys",
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("key", sa.String(200), primary_key=True),
-        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("body_sha256", sa.String(64), nullable=False),
         sa.Column("stored", sa.Integer, nullable=False),
         sa.Column("created_at", sa.DateTime, nullable=False),
     )
-    op.create_index("ix_request_keys_user", "request_keys", ["user_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_request_keys_user", "request_keys")
     op.drop_table("request_keys")
