@@ -288,8 +288,7 @@ def recommendations(
     ]  # fmt: skip
 
 
-@users.post("/users/{user_id}/interactions", status_code=201, dependencies=WRITE,
-            responses=_errors(400, 401, 404, 413))  # fmt: skip
+@users.post("/users/{user_id}/interactions", status_code=201, dependencies=WRITE, responses=_errors(401, 404, 413))
 def add_interactions(service: Service, user_id: UserId, body: EventsIn, idempotency_key: IdempotencyKey = None
                      ) -> dict:  # fmt: skip
     """With an `Idempotency-Key` header a retried request (same key) stores its events once."""
