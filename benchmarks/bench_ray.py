@@ -199,9 +199,10 @@ def markdown(out: dict) -> str:
         "",
         f"Encoding: each Ray setting ran twice, alternating, the faster kept (all runs: 1 worker "
         f"{', '.join(f'{x:.1f}s' for x in e['all_runs_s']['1_workers'])}; 2 workers "
-        f"{', '.join(f'{x:.1f}s' for x in e['all_runs_s']['2_workers'])}). A Ray worker encodes slower than the "
-        "local process at one torch thread (not explained yet: the tokenizer's own threads are one suspect). "
-        "Work time includes each worker loading the encoder. Evaluation: one run each.",
+        f"{', '.join(f'{x:.1f}s' for x in e['all_runs_s']['2_workers'])}). Work time includes each worker "
+        "importing sentence-transformers and loading MiniLM (about 5 s, measured in a fresh process), which "
+        "the local column does before its clock starts: that is most of the gap between the local and the "
+        "1-worker column, and a fixed cost in both Ray columns. Evaluation: one run each.",
         f"Encoded vectors, Ray vs local: max |difference| {e['max_abs_diff_vs_local']:.1e} (batches differ).",
         f"Evaluation, every per-user metric vector of every cell against the local run: 1 worker "
         f"{eq['1_worker']['differing']} of {eq['1_worker']['metric_vectors']} differ, 2 workers "

@@ -132,3 +132,21 @@ def test_tail_rerank_trades_a_little_accuracy_for_the_long_tail(synth):
     assert not np.take_along_axis(seen, top, axis=1).any()  # the list never spends a slot on a seen item
     with pytest.raises(ConfigError, match="weight"):
         build_model("rerank", {"base": {"type": "popularity"}, "weight": 2.0}).fit(fold.train)
+
+
+def test_model_spec_gives_text_models_and_wrapped_text_bases_the_runs_text_table():
+    """One place turns `[models.X]` into (kind, params) for train / evaluate / tune / Ray Train / transfer."""
+    from metarec.models import model_spec
+
+    text = {"encoder": "tfidf", "max_features": 500}
+    cfg = {"text": text, "models": {
+        "maml": {"type": "meta", "text": {"max_features": 50}},
+        "als": {"factors": 8},
+        "rr": {"type": "rerank", "base": {"type": "content"}},
+        "rr-als": {"type": "rerank", "base": {"type": "als"}},
+    }}  # fmt: skip
+    assert model_spec(cfg, "maml") == ("meta", {"text": {"encoder": "tfidf", "max_features": 50}})
+    assert model_spec(cfg, "als") == ("als", {"factors": 8})
+    assert model_spec(cfg, "rr") == ("rerank", {"base": {"type": "content", "text": text}})
+    assert model_spec(cfg, "rr-als") == ("rerank", {"base": {"type": "als"}})
+    assert cfg["models"]["maml"] == {"type": "meta", "text": {"max_features": 50}}  # the config is not changed

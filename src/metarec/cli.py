@@ -412,7 +412,7 @@ def train(
     can be saved and scored with `evaluate`; `serve` needs a meta model)."""
     from metarec.config import load_config
     from metarec.eval.tracking import mlflow_run
-    from metarec.models import TEXT_MODELS, build_model
+    from metarec.models import build_model, model_spec
     from metarec.models.io import save_model
     from metarec.models.meta import MetaRecommender
     from metarec.training import TensorBoard
@@ -423,10 +423,7 @@ def train(
         board_dir = Path(board) / f"{cfg['name']}-{model}-{time.strftime('%Y%m%d-%H%M%S')}" if board else None
         if model not in cfg["models"]:
             raise MetarecError(f"{config} has no [models.{model}]; it has {', '.join(cfg['models'])}")
-        params = dict(cfg["models"][model])
-        kind = params.pop("type", model)
-        if kind in TEXT_MODELS:
-            params["text"] = {**cfg["text"], **params.get("text", {})}
+        kind, params = model_spec(cfg, model)
         with mlflow_run("train", cfg, True if tracking_uri else track, tracking_uri, f"train:{model}") as tracker:
             t0 = time.perf_counter()
             fitted = build_model(kind, params, seed=int(cfg["seed"]))

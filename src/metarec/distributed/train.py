@@ -71,12 +71,9 @@ def train_distributed(cfg: dict[str, Any], model_name: str, ds: Any, dcfg: Distr
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from metarec.models import TEXT_MODELS
+    from metarec.models import model_spec
 
-    params = dict(cfg["models"][model_name])
-    kind = params.pop("type", model_name)
-    if kind in TEXT_MODELS:
-        params["text"] = {**cfg["text"], **params.get("text", {})}
+    kind, params = model_spec(cfg, model_name)
     ray = require("ray", "ray")
     # put once, passed by reference: pickled into the train function, the dataset would be copied into
     # Ray Train's controller and every worker's heap; from the object store, numpy columns are read in place

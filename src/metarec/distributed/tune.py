@@ -83,12 +83,9 @@ def search(cfg: dict[str, Any], fold: Any, dcfg: DistributedConfig, out_dir: Pat
     from ray.tune.search.optuna import OptunaSearch
 
     s = SearchConfig.model_validate(cfg["search"])
-    params = dict(cfg["models"][s.model])
-    kind = params.pop("type", s.model)
-    from metarec.models import TEXT_MODELS
+    from metarec.models import model_spec
 
-    if kind in TEXT_MODELS:
-        params["text"] = {**cfg["text"], **params.get("text", {})}
+    kind, params = model_spec(cfg, s.model)
     seed = int(cfg["seed"])
     max_t = int(params.get("epochs", 100))
     # the configured values are the first trial, so the table shows what the search gained over them

@@ -23,7 +23,7 @@ from metarec.data.splits import Fold, make_folds
 from metarec.errors import ConfigError
 from metarec.eval.evaluate import TaskResult, evaluate_task
 from metarec.eval.stats import mean_ci, paired_bootstrap
-from metarec.models import TEXT_MODELS, WRAPPERS, Recommender, build_model
+from metarec.models import WRAPPERS, Recommender, build_model, model_spec
 from metarec.utils import seed_everything
 
 
@@ -187,13 +187,8 @@ class Unit:
 
 def _units(cfg: dict[str, Any], protocol: str, fold: Fold) -> list[Unit]:
     out = []
-    for display, mcfg in cfg["models"].items():
-        mcfg = dict(mcfg)
-        kind = mcfg.pop("type", display)
-        if kind in TEXT_MODELS:
-            mcfg["text"] = {**cfg["text"], **mcfg.get("text", {})}
-        if kind in WRAPPERS and (mcfg.get("base") or {}).get("type") in TEXT_MODELS:  # the wrapped model
-            mcfg["base"] = {**mcfg["base"], "text": {**cfg["text"], **mcfg["base"].get("text", {})}}
+    for display in cfg["models"]:
+        kind, mcfg = model_spec(cfg, display)
         if cfg.get("num_threads") and kind in ("itemknn", "als", "bpr"):
             mcfg.setdefault("num_threads", cfg["num_threads"])
         out.append(Unit(protocol, fold, display, kind, mcfg))

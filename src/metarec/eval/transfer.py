@@ -36,17 +36,14 @@ def pretrain_source(cfg: dict[str, Any], model: str, dest: str | Path,
     """Train `[models.<model>]` of the source config on its whole dataset (its own meta-valid users
     stop it early) and save the artefact the target fits start from."""
     from metarec.data.sources import load_dataset
-    from metarec.models import TEXT_MODELS, build_model
+    from metarec.models import build_model, model_spec
     from metarec.models.io import save_model
 
     if model not in cfg["models"]:
         raise ConfigError(f"source config {cfg['name']!r} has no [models.{model}]; it has {', '.join(cfg['models'])}")
-    params = dict(cfg["models"][model])
-    kind = params.pop("type", model)
+    kind, params = model_spec(cfg, model)
     if kind != "meta":
         raise ConfigError(f"transfer starts from a meta model; source [models.{model}] is {kind!r}")
-    if kind in TEXT_MODELS:
-        params["text"] = {**cfg["text"], **params.get("text", {})}
     ds = load_dataset(cfg["dataset"])
     fitted = build_model(kind, params, seed=int(cfg["seed"])).fit(ds)
     out = save_model(fitted, dest, ds, cfg)

@@ -43,6 +43,20 @@ TEXT_MODELS = {"content", "meta", "sasrec", "gru4rec"}
 WRAPPERS = {"rerank", "llm-rerank", "llm-zero-shot"}
 
 
+def model_spec(cfg: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+    """(kind, params) of `[models.<name>]` in a run config: `type` (default: the name) taken out, and the
+    run's `[text]` table under the model's own `text` for models that read text (and for a wrapper's
+    text-reading `base`). Every command that builds a configured model goes through here."""
+    params = dict(cfg["models"][name])
+    kind = params.pop("type", name)
+    text = cfg.get("text") or {}
+    if kind in TEXT_MODELS:
+        params["text"] = {**text, **params.get("text", {})}
+    if kind in WRAPPERS and (params.get("base") or {}).get("type") in TEXT_MODELS:  # the wrapped model
+        params["base"] = {**params["base"], "text": {**text, **params["base"].get("text", {})}}
+    return kind, params
+
+
 def build_model(kind: str, params: dict[str, Any] | None = None, seed: int = 0) -> Recommender:
     if kind not in REGISTRY:
         raise ConfigError(f"unknown model {kind!r}; available: {', '.join(sorted(REGISTRY))}")
