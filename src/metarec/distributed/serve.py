@@ -6,8 +6,8 @@ replica builds its own app (model, indexes) from the artefact; the schema is mig
 start. A shared replica indexes items other replicas added before it reads or writes, and adapts users from
 the database on every request (no per-replica user cache that another replica's events would make stale).
 
-Two deployments: `gateway` (the HTTP ingress, no CPU of its own) forwards each request through a Ray Serve
-handle to a `metarec` replica, which runs the app in-process (httpx's ASGI transport). Ray Serve's router
+Two deployments: `gateway` (the HTTP ingress, no CPU of its own) forwards each request's ASGI scope and body
+through a Ray Serve handle to a `metarec` replica, which runs the app on them in-process. Ray Serve's router
 retries a request only while no replica has accepted it; the gateway also retries one whose replica died
 under it, on another replica, when the retry is safe: a GET / HEAD / OPTIONS, or a POST that carries an
 `Idempotency-Key` (the app stores that request's events once however often it arrives). Anything else
@@ -174,8 +174,8 @@ def deployment(artifact: str | Path, db_url: str, replicas: int = 1, min_replica
                                          "initial_replicas": min(max(replicas, low, 1), max_replicas)}  # fmt: skip
     else:
         options["num_replicas"] = replicas
-    # the gateway only forwards: no CPU reserved (the replicas hold them), two of it where replicas are shared
-    # and waits on replicas: its in-flight limit must not be what caps the service (Ray Serve's default is 5)
+    # the gateway only forwards and waits on replicas: no CPU reserved (the replicas hold them), two of it where
+    # replicas are shared, and an in-flight limit that never caps the service (Ray Serve's default is 5)
     gateway = serve.deployment(Gateway, name="gateway", num_replicas=2 if shared else 1,
                                ray_actor_options={"num_cpus": 0}, max_ongoing_requests=GATEWAY_MAX_ONGOING)  # fmt: skip
     return gateway.bind(serve.deployment(AppReplica, **options).bind(build), kwargs.get("max_body", MAX_BODY),
