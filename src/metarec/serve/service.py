@@ -297,7 +297,7 @@ class RecommenderService:
         self.sync()
         with self.store.write_lock, self.store.session_scope() as s:
             user = self._user(s, external, for_update=True)  # one writer per user: each adapts on all rows
-            digest = hashlib.sha256(json.dumps(events, sort_keys=True).encode()).hexdigest()
+            digest = hashlib.sha256(json.dumps(events, sort_keys=True).encode()).hexdigest() if key is not None else ""
             if key is not None:  # under the user's row lock: a concurrent retry waits, then finds the key
                 expired = keys_expired_before()
                 s.execute(delete(RequestKey).where(RequestKey.user_id == user.id, RequestKey.created_at < expired))
